@@ -1,0 +1,109 @@
+"""`python -m preprocess SRC --out DIR`: an audio corpus -> WebDataset shards + manifest.
+
+SRC is a folder with one subfolder per class, or a CSV `path,label[,group][,split]`. Every
+option can come from a TOML file (`--config`): top-level keys for the options below, `[audio]`
+and `[augment]` tables for the feature and augmentation settings; the command line wins.
+
+Exit status: 0 done; 2 bad usage or configuration; 1 no sample written, too many rejected
+inputs, or a failed run; 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from preprocess.pipeline import RunOptions, run
+from preprocess.report import summary
+from shared.config import PreprocessConfig, from_dict, load_toml
+from shared.errors import UsageError
+
+RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m preprocess",
+        description="Decode, trim, augment and turn audio into log-mel WebDataset shards.",
+    )
+    parser.add_argument("src", nargs="?", help="folder of class subfolders, or CSV path,label[,group][,split]")
+    parser.add_argument("--out", help="output folder for shards, manifest.json and errors.csv")
+    parser.add_argument("--test", help="unlabeled folder or CSV (path column): the test split")
+    parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    parser.add_argument("--config", help="TOML file with any of these options")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace an --out made with a different config")
+    parser.add_argument("--augment-copies", type=int, help="augmented copies per training clip (default 1)")
+    parser.add_argument("--val-fraction", type=float, help="validation share (default 0.2)")
+    parser.add_argument("--seed", type=int, help="seed for split, shard order and augmentation (default 42)")
+    parser.add_argument("--shard-size", type=int, help="samples per shard (default 500)")
+    parser.add_argument("--max-rejected", type=float,
+                        help="fail when more than this share of inputs is rejected (default 0.5)")
+    parser.add_argument("--sr", type=int, help="sample rate of the features (default 22050)")
+    parser.add_argument("--duration", type=float, help="clip length in seconds (default 5.0)")
+    parser.add_argument("--n-mels", type=int, help="mel bands (default 128)")
+    parser.add_argument("--backend", choices=["local"], default="local",
+                        help="where shard jobs run (local: joblib processes)")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
+    """Merge the TOML file and the command line (which wins) into options and a config."""
+    data: dict[str, Any] = load_toml(args.config) if args.config else {}
+    data.setdefault("audio", {})
+    data.setdefault("augment", {})
+    given = {
+        "src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs,
+        "overwrite": args.overwrite, "seed": args.seed, "val_fraction": args.val_fraction,
+        "shard_size": args.shard_size, "max_rejected": args.max_rejected,
+    }
+    data.update({k: v for k, v in given.items() if v is not None})
+    for key, value in (("sr", args.sr), ("duration_s", args.duration), ("n_mels", args.n_mels)):
+        if value is not None:
+            data["audio"][key] = value
+    if args.augment_copies is not None:
+        data["augment"]["copies"] = args.augment_copies
+    run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
+    cfg = from_dict(PreprocessConfig, data)
+    if not run_values.get("src"):
+        raise UsageError("no SRC given; pass a folder of class subfolders or a CSV (or src in --config)")
+    src = Path(run_values["src"])
+    out = Path(run_values.get("out") or Path("shards") / src.stem)
+    jobs = int(run_values.get("jobs") or 0)
+    if jobs < 0:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    test = Path(run_values["test"]) if run_values.get("test") else None
+    return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite"))), cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        opts, cfg = resolve(args)
+        result = run(opts, cfg, console)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    summary(result.manifest, result.errors, result.seconds, result.jobs, Console())
+    if result.skipped_shards:
+        print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")
+    inputs = result.manifest["inputs"]
+    print(f"wrote {opts.out}/manifest.json and {opts.out}/errors.csv")
+    if inputs["written"] == 0:
+        print(f"error: no sample was written; see {opts.out}/errors.csv", file=sys.stderr)
+        return 1
+    share = inputs["rejected"] / inputs["total"]
+    if share > cfg.max_rejected:
+        print(f"error: {share:.0%} of inputs were rejected (more than --max-rejected "
+              f"{cfg.max_rejected}); see {opts.out}/errors.csv", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,266 @@
+"""The preprocessing run: list -> split -> plan -> shards in parallel -> errors.csv -> manifest.
+
+Resumable by construction: the plan is deterministic, every finished shard is journaled after
+its atomic rename, and a rerun on the same `--out` verifies the journal (size and sha256) and
+redoes only what is missing. The manifest is written last, so its presence means "complete".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed, parallel_config
+from rich.console import Console
+
+from preprocess.lock import OutputLock
+from preprocess.plan import ShardJob, job_fingerprint, plan_shards
+from preprocess.report import summary, track
+from preprocess.shards import JOURNAL, journal_path, write_shard
+from preprocess.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
+from preprocess.split import assign_splits
+from shared.atomic import write_bytes, write_json
+from shared.config import PreprocessConfig
+from shared.errors import UsageError
+from shared.labels import fit_labels
+from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
+
+ERROR_COLUMNS = ["path", "stage", "reason", "detail"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what to make: that is `PreprocessConfig`, recorded in the manifest)."""
+
+    src: Path
+    out: Path
+    test: Path | None = None
+    jobs: int = 0  # 0: every available core
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    manifest: dict[str, Any]
+    errors: list[list[str]]
+    seconds: float
+    jobs: int
+    skipped_shards: int
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------
+# listing and planning
+
+
+def gather_inputs(opts: RunOptions, cfg: PreprocessConfig) -> tuple[list[Clip], list[Rejection], list[str]]:
+    """All inputs as clips with a split, the rejected ones, and the label list."""
+    clips, rejections = list_source(opts.src, labeled=True)
+    if opts.test is not None:
+        test_clips, test_rejections = list_source(opts.test, labeled=False)
+        clips += test_clips
+        rejections += test_rejections
+    clips = drop_duplicates(clips, rejections)
+    labels = fit_labels({c.label for c in clips if c.split != "test" and c.label is not None})
+    known = set(labels)
+    kept = []
+    for clip in clips:
+        if clip.label is not None and clip.label not in known:
+            rejections.append(Rejection(clip.rel, "list", "unseen_label",
+                                        f"label '{clip.label}' has no training or validation clip"))
+        else:
+            kept.append(clip)
+    return assign_splits(kept, cfg.val_fraction, cfg.seed), rejections, labels
+
+
+def plan_fingerprint(jobs: list[ShardJob], labels: list[str], cfg: PreprocessConfig) -> str:
+    payload = json.dumps([labels, [job_fingerprint(j, cfg) for j in jobs], config_fields(cfg)],
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the output folder
+
+
+def _ours(out: Path) -> list[Path]:
+    """Files a previous run may have left in `out` (never anything else)."""
+    found = [p for split in SPLITS for p in out.glob(f"{split}-*.tar")]
+    found += [p for p in out.glob(".*.tmp") if p.is_file()]
+    found += [out / name for name in (MANIFEST, ERRORS) if (out / name).exists()]
+    return found
+
+
+def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    def flat(data, prefix=""):
+        for key, value in data.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    a, b = dict(flat(old)), dict(flat(new))
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return f"config differs in {', '.join(changed)}" if changed else "inputs differ"
+
+
+def prepare_output(out: Path, fingerprint: str, cfg: PreprocessConfig, overwrite: bool) -> None:
+    """Refuse an --out made with another config (unless --overwrite); clear what must go."""
+    plan_file = out / JOURNAL / "plan.json"
+    previous = json.loads(plan_file.read_text()) if plan_file.exists() else None
+    leftovers = _ours(out)
+    matches = previous is not None and previous.get("fingerprint") == fingerprint
+    if overwrite and not matches:
+        for path in leftovers:
+            path.unlink()
+        for record in (out / JOURNAL / "done").glob("*.json"):
+            record.unlink()
+    elif not matches and (previous is not None or any(p.suffix == ".tar" for p in leftovers)):
+        why = _describe_difference(previous["config"], config_fields(cfg)) if previous else \
+            "it holds shards from an unknown run"
+        raise UsageError(f"--out {out} was made by another preprocessing run ({why}); "
+                         "pass --overwrite to replace it, or choose another --out")
+    for stale in out.glob(".*.tmp"):  # left by a killed run; never under a final name
+        stale.unlink()
+    (out / JOURNAL / "done").mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, {"fingerprint": fingerprint, "config": config_fields(cfg)})
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def finished_record(out: Path, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
+    """The journal record of a shard that is complete on disk and current, else None."""
+    path = journal_path(out, job.name)
+    try:
+        record = json.loads(path.read_text())
+        shard = out / job.name
+        if (record.get("fingerprint") == job_fingerprint(job, cfg)
+                and shard.stat().st_size == record["bytes"]
+                and _file_sha256(shard) == record["sha256"]):
+            return record
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: int) -> Iterator[dict]:
+    """Shard records as workers finish them (in-process when one job is enough)."""
+    if jobs == 1 or len(pending) <= 1:
+        for job in pending:
+            yield write_shard(job, cfg, str(out))
+        return
+    # inner_max_num_threads=1 caps BLAS/OpenMP threads in the loky workers from their start.
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        parallel = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered")
+        yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
+
+
+def _stats(records: list[dict[str, Any]], n_mels: int) -> dict[str, list[float]]:
+    band_sum, band_sumsq, frames = np.zeros(n_mels), np.zeros(n_mels), 0
+    for record in records:  # plan order: the same float sums whatever the worker count
+        if record["split"] == "train":
+            band_sum += np.asarray(record["stats"]["sum"])
+            band_sumsq += np.asarray(record["stats"]["sumsq"])
+            frames += record["stats"]["frames"]
+    if frames == 0:
+        return {"mel_mean": [0.0] * n_mels, "mel_std": [1.0] * n_mels}
+    mean = band_sum / frames
+    std = np.sqrt(np.maximum(band_sumsq / frames - mean**2, 0.0))
+    return {"mel_mean": mean.tolist(), "mel_std": std.tolist()}
+
+
+def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: PreprocessConfig,
+                   total: int, rejected: int) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for record in records:
+        split = splits.setdefault(record["split"], {"samples": 0, "clips": 0, "per_class": {},
+                                                    "shards": []})
+        split["samples"] += record["samples"]
+        split["clips"] += record["clips"]
+        for name, count in record["per_class"].items():
+            split["per_class"][name] = split["per_class"].get(name, 0) + count
+        split["shards"].append({k: record[k] for k in ("name", "samples", "bytes", "sha256")})
+    for split in splits.values():
+        split["per_class"] = dict(sorted(split["per_class"].items()))
+    written = sum(r["clips"] for r in records)
+    return {
+        "format": FORMAT, **config_fields(cfg), "labels": labels,
+        "splits": {name: splits[name] for name in SPLITS if name in splits},
+        "stats": _stats(records, cfg.audio.n_mels),
+        "inputs": {"total": total, "written": written, "rejected": rejected},
+    }
+
+
+def _errors_csv(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    pd.DataFrame(rows, columns=ERROR_COLUMNS).to_csv(buffer, index=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None) -> RunResult:
+    """Preprocess `opts.src` into shards under `opts.out`; see the module docstring."""
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    jobs = opts.jobs or available_cores()
+    clips, rejections, labels = gather_inputs(opts, cfg)
+    plan = plan_shards(clips, labels, cfg)
+    out = opts.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out} ({exc.strerror}); choose a writable folder") from None
+
+    with OutputLock(out / JOURNAL / "lock"):
+        prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite)
+        records: dict[str, dict[str, Any]] = {}
+        for job in plan:
+            record = finished_record(out, job, cfg)
+            if record is not None:
+                records[job.name] = record
+        pending = [job for job in plan if job.name not in records]
+        if pending:
+            (out / MANIFEST).unlink(missing_ok=True)  # present only when everything is
+        done_clips = sum(len(j.items) for j in plan if j.name in records)
+        total_clips = sum(len(j.items) for j in plan)
+        for record in track(run_jobs(pending, cfg, out, jobs), total_clips, done_clips, console):
+            records[record["name"]] = record
+
+        ordered = [records[job.name] for job in plan]
+        errors = [[r.path, r.stage, r.reason, r.detail] for r in rejections]
+        errors += [row for record in ordered for row in record["errors"]]
+        errors.sort(key=lambda row: (row[0], row[1]))
+        total = total_clips + len(rejections)
+        manifest = build_manifest(ordered, labels, cfg, total, len(errors))
+        if manifest["inputs"]["written"] + len(errors) != total:
+            raise RuntimeError("internal error: an input was neither written nor rejected")
+        write_bytes(out / ERRORS, _errors_csv(errors))
+        write_json(out / MANIFEST, manifest)
+    return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending))

@@ -1,0 +1,124 @@
+"""The shard plan: which sample goes into which shard, fixed before any audio is read.
+
+The plan is a pure function of the listed inputs and the config. That is what makes the output
+independent of `--jobs` and lets an interrupted run redo exactly the shards it had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from preprocess.sources import SPLITS, Clip
+from shared.config import PreprocessConfig, to_dict
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input clip in a shard, with how many augmented copies follow it."""
+
+    key: str
+    path: str
+    rel: str
+    label: str | None
+    cls: int | None
+    group: str | None
+    copies: int
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One unit of parallel work: a whole shard, written by a single worker."""
+
+    split: str
+    index: int
+    items: tuple[Item, ...]
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+    @property
+    def samples(self) -> int:
+        return sum(1 + item.copies for item in self.items)
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=4).hexdigest()
+
+
+def sanitize_key(rel: str) -> str:
+    """A WebDataset key from a relative path: no extension, no dots, only [A-Za-z0-9_-]."""
+    stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+    key = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
+    return key or "clip"
+
+
+def copy_key(key: str, copy: int) -> str:
+    return key if copy == 0 else f"{key}_aug{copy}"
+
+
+def assign_keys(clips: list[Clip], copies: dict[str, int]) -> dict[str, str]:
+    """Unique keys for all clips (and their copies); clashes get a hash of the path appended."""
+    base = {clip.path: sanitize_key(("test/" if clip.split == "test" else "") + clip.rel)
+            for clip in clips}
+    owners: dict[str, set[str]] = {}
+    for clip in clips:
+        for copy in range(1 + copies[clip.path]):
+            owners.setdefault(copy_key(base[clip.path], copy), set()).add(clip.path)
+    keys = {}
+    for clip in clips:
+        key = base[clip.path]
+        family = (copy_key(key, c) for c in range(1 + copies[clip.path]))
+        if any(len(owners[k]) > 1 for k in family):
+            key = f"{key}_{_short_hash(clip.rel + chr(0) + (clip.split or ''))}"
+        keys[clip.path] = key
+    return keys
+
+
+def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> list[ShardJob]:
+    """Shuffle each split with the seed and cut it into shards of at most `shard_size` samples.
+
+    A clip and its augmented copies always share a shard, so it is decoded once.
+    """
+    index = {name: i for i, name in enumerate(labels)}
+    copies = {c.path: cfg.augment.copies if c.split == "train" else 0 for c in clips}
+    keys = assign_keys(clips, copies)
+    jobs: list[ShardJob] = []
+    for split_id, split in enumerate(SPLITS):
+        members = sorted((c for c in clips if c.split == split), key=lambda c: keys[c.path])
+        order = np.random.default_rng([cfg.seed, split_id]).permutation(len(members))
+        shards: list[list[Item]] = [[]]
+        filled = 0
+        for position in order:
+            clip = members[position]
+            item = Item(keys[clip.path], clip.path, clip.rel, clip.label,
+                        index.get(clip.label) if clip.label is not None else None,
+                        clip.group, copies[clip.path])
+            if shards[-1] and filled + 1 + item.copies > cfg.shard_size:
+                shards.append([])
+                filled = 0
+            shards[-1].append(item)
+            filled += 1 + item.copies
+        jobs.extend(ShardJob(split, i, tuple(s)) for i, s in enumerate(shards) if s)
+    return jobs
+
+
+def job_fingerprint(job: ShardJob, cfg: PreprocessConfig) -> str:
+    """Identifies a shard's exact content: its items and the config that turns them into mels.
+
+    Absolute paths are left out, so a corpus that moved (same relative layout) still matches.
+    """
+    content = to_dict(cfg)
+    recipe = {"audio": content["audio"], "augment": content["augment"], "seed": cfg.seed}
+    items = [[i.key, i.rel, i.label, i.cls, i.group, i.copies] for i in job.items]
+    payload = json.dumps([recipe, job.name, items], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

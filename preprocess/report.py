@@ -1,0 +1,86 @@
+"""What the user sees while and after preprocessing: progress, then per-split and error tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+PLAIN_EVERY_S = 10.0
+
+
+def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
+          console: Console) -> Iterator[dict[str, Any]]:
+    """Pass shard records through, advancing a progress display by each shard's clip count.
+
+    A rich bar (clips/s, ETA) on a terminal; otherwise a plain line every 10 s, for logs.
+    """
+    start = time.perf_counter()
+    if console.is_terminal:
+        columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} clips/s"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("clips", total=total_clips, completed=done_clips, rate="-")
+            for record in records:
+                done = len_clips(record)
+                progress.advance(task, done)
+                elapsed = time.perf_counter() - start
+                new = progress.tasks[0].completed - done_clips
+                progress.update(task, rate=f"{new / max(elapsed, 1e-9):.0f}")
+                yield record
+        return
+    last = start
+    completed = done_clips
+    for record in records:
+        completed += len_clips(record)
+        now = time.perf_counter()
+        if now - last >= PLAIN_EVERY_S or completed >= total_clips:
+            rate = (completed - done_clips) / max(now - start, 1e-9)
+            eta = (total_clips - completed) / rate if rate > 0 else float("inf")
+            print(f"preprocess: {completed}/{total_clips} clips, {rate:.0f} clips/s, "
+                  f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
+            last = now
+        yield record
+
+
+def len_clips(record: dict[str, Any]) -> int:
+    """Inputs a shard record accounts for: clips written plus clips rejected."""
+    return record["clips"] + len(record["errors"])
+
+
+def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, jobs: int,
+            console: Console) -> None:
+    """Samples per split and class, rejected inputs by reason, and throughput."""
+    splits = manifest["splits"]
+    table = Table(title="samples")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    names = list(manifest["labels"])
+    for name in names:
+        table.add_row(name, *(str(s["per_class"].get(name, 0)) for s in splits.values()))
+    unlabeled = [str(s["samples"] - sum(s["per_class"].values())) for s in splits.values()]
+    if any(u != "0" for u in unlabeled):
+        table.add_row("(unlabeled)", *unlabeled)
+    table.add_row("total", *(str(s["samples"]) for s in splits.values()), style="bold")
+    table.add_row("shards", *(str(len(s["shards"])) for s in splits.values()))
+    console.print(table)
+    if errors:
+        reasons = Counter((stage, reason) for _, stage, reason, _ in errors)
+        rejected = Table(title="rejected inputs")
+        for column in ("stage", "reason", "inputs"):
+            rejected.add_column(column, justify="right" if column == "inputs" else "left")
+        for (stage, reason), count in sorted(reasons.items()):
+            rejected.add_row(stage, reason, str(count))
+        console.print(rejected)
+    inputs = manifest["inputs"]
+    samples = sum(s["samples"] for s in splits.values())
+    console.print(f"{inputs['total']} inputs: {inputs['written']} written, {inputs['rejected']} "
+                  f"rejected; {samples} samples in {seconds:.1f} s "
+                  f"({inputs['total'] / max(seconds, 1e-9):.1f} clips/s, {jobs} jobs)")

@@ -1,0 +1,151 @@
+"""Listing inputs: a folder of class subfolders, a CSV `path,label[,group][,split]`, a test set.
+
+Every input the user gave ends up either as a `Clip` or as a `Rejection` (a future errors.csv
+row), so the count identity `written + rejected == total` starts here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from shared.audio import AUDIO_EXTENSIONS
+from shared.errors import UsageError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One input file. `rel` is its path relative to the source root, as written to shards."""
+
+    path: str
+    rel: str
+    label: str | None
+    group: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One input that cannot become a sample: a row of errors.csv."""
+
+    path: str
+    stage: str
+    reason: str
+    detail: str
+
+
+def _is_audio(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
+def _walk_audio(root: Path, rejections: list[Rejection]) -> list[Path]:
+    """Audio files below `root`, following symlinked folders but never around a loop."""
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def on_error(error: OSError) -> None:
+        rel = os.path.relpath(error.filename, root) if error.filename else str(root)
+        rejections.append(Rejection(rel, "list", "unreadable_folder",
+                                    f"{error.strerror}; its files were not listed"))
+
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=on_error):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop or a second link to a folder already listed
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / name for name in sorted(files) if _is_audio(name))
+    return found
+
+
+def list_folder(root: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]:
+    """A folder: with `labeled`, one subfolder per class; otherwise any audio below it."""
+    clips: list[Clip] = []
+    rejections: list[Rejection] = []
+    for path in _walk_audio(root, rejections):
+        rel = path.relative_to(root).as_posix()
+        if not labeled:
+            clips.append(Clip(str(path), rel, None, split="test"))
+        elif "/" not in rel:
+            rejections.append(Rejection(rel, "list", "no_class_folder",
+                                        "audio files must sit in a subfolder named after their class"))
+        else:
+            clips.append(Clip(str(path), rel, rel.split("/", 1)[0]))
+    return clips, rejections
+
+
+def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]:
+    """A CSV with `path` (relative to the CSV's folder), `label`, optional `group` and `split`."""
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read CSV {csv_path}: {str(exc).splitlines()[0]}") from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    needed = ["path", "label"] if labeled else ["path"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        layout = "path,label[,group][,split]" if labeled else "path"
+        raise UsageError(f"CSV {csv_path} has no column {', '.join(missing)}; "
+                         f"expected a header line with {layout}")
+    base = csv_path.parent
+    clips: list[Clip] = []
+    rejections: list[Rejection] = []
+    for row in table.itertuples(index=False):
+        rel = str(row.path).strip()
+        label = str(getattr(row, "label", "")).strip() or None
+        group = str(getattr(row, "group", "")).strip() or None
+        split = str(getattr(row, "split", "")).strip().lower() or None
+        path = base / rel
+        if not rel:
+            rejections.append(Rejection("", "list", "blank_path", "the CSV row has an empty path"))
+        elif not path.is_file():
+            rejections.append(Rejection(rel, "list", "missing_file", f"{path} does not exist"))
+        elif labeled and label is None and split != "test":
+            rejections.append(Rejection(rel, "list", "blank_label", "the CSV row has an empty label"))
+        elif split is not None and split not in SPLITS:
+            rejections.append(Rejection(rel, "list", "bad_split",
+                                        f"split '{split}' is not one of {', '.join(SPLITS)}"))
+        else:
+            clips.append(Clip(str(path), Path(rel).as_posix(), label, group,
+                              split if labeled else "test"))
+    return clips, rejections
+
+
+def list_source(src: Path, labeled: bool = True) -> tuple[list[Clip], list[Rejection]]:
+    """List a folder or CSV; a missing or empty source is a usage error."""
+    src = Path(src)
+    if not src.exists():
+        raise UsageError(f"{src} does not exist; pass a folder of class subfolders or a CSV "
+                         "with path,label columns")
+    if src.is_file():
+        if src.suffix.lower() not in (".csv", ".tsv", ".txt"):
+            raise UsageError(f"{src} is a file but not a CSV; pass a folder or a .csv file")
+        clips, rejections = list_csv(src, labeled)
+    else:
+        clips, rejections = list_folder(src, labeled)
+    if not clips and not rejections:
+        what = "one subfolder per class holding audio files" if labeled else "audio files"
+        raise UsageError(f"no audio found in {src}; expected {what} "
+                         f"(extensions: {', '.join(sorted(AUDIO_EXTENSIONS))})")
+    return clips, rejections
+
+
+def drop_duplicates(clips: list[Clip], rejections: list[Rejection]) -> list[Clip]:
+    """Keep the first listing of each file; later ones become `duplicate_path` rejections."""
+    first: dict[str, str] = {}
+    kept = []
+    for clip in clips:
+        real = os.path.realpath(clip.path)
+        if real in first:
+            rejections.append(Rejection(clip.rel, "list", "duplicate_path",
+                                        f"the same file as {first[real]}, listed earlier"))
+        else:
+            first[real] = clip.rel
+            kept.append(clip)
+    return kept

@@ -1,0 +1,272 @@
+"""The one audio -> log-mel function: decode, mix to mono, resample, trim, pad or crop, log-mel.
+
+`preprocess` and `predict` both call `load_clip` then `clip_to_mel`, with the `AudioConfig`
+recorded in the manifest and the checkpoint, so training and serving features cannot drift.
+
+The log-mel is computed here rather than by `librosa.feature.melspectrogram` because librosa
+rebuilds the mel filterbank on every call and runs its FFT in float64; with the tables cached
+and the FFT in float32 a 5 s clip costs about a third as much. `tests/shared/test_audio.py` holds
+it to librosa's `melspectrogram` + `power_to_db` within 1e-3 dB.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import soundfile as sf
+import soxr
+
+from shared.config import AudioConfig
+
+# Formats libsndfile decodes itself (soundfile wheels ship a libsndfile with mp3 support).
+SOUNDFILE_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".snd", ".w64"}
+)
+# Formats that need an ffmpeg subprocess.
+FFMPEG_EXTENSIONS = frozenset(
+    {".m4a", ".aac", ".3gp", ".caf", ".wma", ".opus", ".webm", ".mp4", ".amr", ".ac3", ".mka", ".mpga"}
+)
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+
+# The crop keeps only the start of a (trimmed) clip, so decoding hours of audio would only cost
+# memory. Reading stops after this many seconds (or 4 clip lengths, if longer).
+MAX_DECODE_S = 60.0
+_BLOCK_FRAMES = 1 << 16
+_AMIN = 1e-10  # power floor before log10, as librosa.power_to_db
+
+# An augmentation takes a trimmed clip and returns (new clip, pitch ratio): pitch is applied as a
+# warp of the mel filterbank, see `log_mel`.
+Augmentation = Callable[[np.ndarray], "tuple[np.ndarray, float]"]
+
+
+class AudioError(Exception):
+    """A clip that cannot become a sample. `reason` is a short code for errors.csv."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def ffmpeg_path() -> str | None:
+    """The ffmpeg executable on PATH, or None."""
+    return shutil.which("ffmpeg")
+
+
+def _wav_truncation(path: Path, size: int) -> str | None:
+    """Describe a RIFF/WAVE file whose data chunk claims more bytes than the file holds.
+
+    libsndfile silently reads what is there, so a cut-off download would otherwise become a
+    shorter clip without anyone noticing.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size > available and chunk_size != 0xFFFFFFFF:
+                    return f"header declares {chunk_size} bytes of audio, file holds {available}"
+                return None
+            offset += 8 + chunk_size + (chunk_size & 1)
+    return "no data chunk before the end of the file"
+
+
+def _read_soundfile(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    """Decode with libsndfile block by block, mixing to mono as it goes (bounded memory)."""
+    with sf.SoundFile(str(path)) as handle:
+        rate = handle.samplerate
+        limit = max_frames_at(rate)
+        parts = []
+        read = 0
+        while read < limit:
+            block = handle.read(min(_BLOCK_FRAMES, limit - read), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            parts.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
+            read += len(block)
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return y, rate
+
+
+def _read_ffmpeg(path: Path, sr: int, seconds: float) -> np.ndarray:
+    """Decode anything ffmpeg reads to mono float32 at `sr`. Arguments never pass a shell."""
+    command = [
+        ffmpeg_path() or "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(path.resolve()), "-t", f"{seconds:.3f}", "-vn",
+        "-ac", "1", "-ar", str(sr), "-f", "f32le", "pipe:1",
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise AudioError("undecodable", "ffmpeg took longer than 300 s") from None
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError("undecodable", f"ffmpeg: {message[-1] if message else 'failed'}")
+    return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+
+
+def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.ndarray:
+    """Decode a file to mono float32 at `sr`, reading at most `max_seconds` of it.
+
+    Raises AudioError with reason unreadable, empty_file, truncated, needs_ffmpeg, undecodable,
+    no_audio or non_finite.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise AudioError("unreadable", exc.strerror or str(exc)) from None
+    if size == 0:
+        raise AudioError("empty_file", "the file has 0 bytes")
+    ext = path.suffix.lower()
+    if ext in SOUNDFILE_EXTENSIONS:
+        problem = _wav_truncation(path, size) if ext in (".wav", ".wave") else None
+        if problem:
+            raise AudioError("truncated", problem)
+        try:
+            y, rate = _read_soundfile(path, lambda rate: int(rate * max_seconds))
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            if ffmpeg_path() is None:
+                raise AudioError("undecodable", f"soundfile: {exc}") from None
+            y, rate = _read_ffmpeg(path, sr, max_seconds), sr
+    elif ffmpeg_path() is not None:
+        y, rate = _read_ffmpeg(path, sr, max_seconds), sr
+    else:
+        raise AudioError("needs_ffmpeg", f"'{ext}' files are decoded by ffmpeg; install it "
+                                         "(apt-get install ffmpeg) and rerun")
+    if y.size == 0:
+        raise AudioError("no_audio", "the file decodes to 0 samples")
+    if not np.isfinite(y).all():
+        raise AudioError("non_finite", "the audio contains NaN or Inf samples")
+    if rate != sr:
+        # soxr's HQ setting is librosa.load's default resampler (res_type="soxr_hq").
+        y = soxr.resample(y, rate, sr, quality="HQ").astype(np.float32, copy=False)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# trimming, padding
+
+
+def trim(y: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int = 512) -> np.ndarray:
+    """Drop leading and trailing audio quieter than `top_db` below the clip's loudest frame.
+
+    Same frames and rule as `librosa.effects.trim` (a test holds them equal); done here because
+    importing librosa.effects pulls scipy.signal, numba and scikit-learn into every worker,
+    seconds of start-up for twenty lines of numpy.
+    """
+    if top_db <= 0 or y.size == 0:
+        return y
+    padded = np.pad(y, frame_length // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    mean_square = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frame_length
+    ref = mean_square.max()
+    if ref <= 0:
+        return y[:0]
+    db = 10.0 * np.log10(np.maximum(_AMIN, mean_square)) - 10.0 * np.log10(max(_AMIN, ref))
+    loud = np.flatnonzero(db > -top_db)
+    start = int(loud[0]) * hop_length
+    end = min(y.size, (int(loud[-1]) + 1) * hop_length)
+    return y[start:end]
+
+
+def fix_length(y: np.ndarray, n: int) -> np.ndarray:
+    """Zero-pad at the end or crop the tail to exactly `n` samples (librosa.util.fix_length)."""
+    if y.size >= n:
+        return y[:n]
+    return np.pad(y, (0, n - y.size))
+
+
+def load_clip(path: str | Path, cfg: AudioConfig) -> np.ndarray:
+    """Decode, mix to mono, resample to `cfg.sr`, reject silence and trim: the un-padded clip."""
+    y = decode(path, cfg.sr, max(MAX_DECODE_S, 4 * cfg.duration_s))
+    peak = float(np.abs(y).max())
+    if peak <= 10.0 ** (cfg.silence_dbfs / 20.0):
+        raise AudioError("silent", f"peak level {20 * np.log10(max(peak, 1e-12)):.1f} dBFS is below "
+                                   f"audio.silence_dbfs = {cfg.silence_dbfs}")
+    return trim(y, cfg.top_db)
+
+
+# ---------------------------------------------------------------------------------------------
+# log-mel
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Periodic Hann window and Slaney mel filterbank for a config, built once per process."""
+    from librosa.filters import mel as mel_filters
+
+    n = np.arange(cfg.n_fft)
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.n_fft)).astype(np.float32)
+    basis = mel_filters(sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                        fmax=cfg.fmax, dtype=np.float32)
+    return window, np.ascontiguousarray(basis)
+
+
+def warp_filterbank(basis: np.ndarray, ratio: float) -> np.ndarray:
+    """Filterbank that reads a spectrum pitch-shifted by `ratio`: P'(f) = P(f / ratio).
+
+    Shifting pitch by resampling the frequency axis of the power spectrum is what a phase
+    vocoder does to the magnitudes; since only the power spectrum is kept, folding that
+    interpolation into the filterbank gives the same feature at no extra cost per frame.
+    """
+    if ratio == 1.0:
+        return basis
+    n_freq = basis.shape[1]
+    source = np.arange(n_freq) / ratio  # fractional source bin of every target bin
+    low = np.floor(source).astype(np.intp)
+    frac = (source - low).astype(np.float32)
+    keep = low + 1 < n_freq
+    warped = np.zeros_like(basis)
+    np.add.at(warped.T, low[keep], (basis[:, keep] * (1 - frac[keep])).T)
+    np.add.at(warped.T, low[keep] + 1, (basis[:, keep] * frac[keep]).T)
+    return warped
+
+
+def log_mel(y: np.ndarray, cfg: AudioConfig, pitch_ratio: float = 1.0) -> np.ndarray:
+    """Log-mel spectrogram in dB, float32 `[n_mels, frames]`, centred frames as librosa."""
+    window, basis = _tables(cfg)
+    y = np.asarray(y, dtype=np.float32)
+    padded = np.pad(y, cfg.n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
+    # scipy's pocketfft runs float32 natively; numpy's float32 rfft is several times slower.
+    spectrum = scipy.fft.rfft(frames * window, axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = warp_filterbank(basis, pitch_ratio) @ power.T
+    db = 10.0 * np.log10(np.maximum(mel, _AMIN))
+    if cfg.db_reference == "clip_max":
+        db -= 10.0 * np.log10(max(float(mel.max()), _AMIN))
+    if cfg.db_range > 0:
+        np.maximum(db, db.max() - cfg.db_range, out=db)
+    return db
+
+
+def clip_to_mel(y: np.ndarray, cfg: AudioConfig, augment: Augmentation | None = None) -> np.ndarray:
+    """Optional augmentation, pad or crop to `cfg.duration_s`, log-mel, float16."""
+    ratio = 1.0
+    if augment is not None:
+        y, ratio = augment(y)
+    return log_mel(fix_length(y, cfg.n_samples), cfg, ratio).astype(np.float16)
+
+
+def file_to_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
+    """`load_clip` then `clip_to_mel`: the features of one file, as `predict` makes them."""
+    return clip_to_mel(load_clip(path, cfg), cfg)

@@ -1,0 +1,178 @@
+"""Frozen configuration dataclasses, validated on construction and round-tripped through dicts.
+
+Every value that changes what lands in a shard lives here, so that the manifest (and later each
+checkpoint) records exactly how the features were made, and `predict` rebuilds the same features
+from the recorded `AudioConfig` instead of from its own defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+TRANSFORMS = ("noise", "pitch", "speed", "shift", "reverb", "gain")
+DB_REFERENCES = ("full_scale", "clip_max")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
+    _require(
+        len(value) == 2 and low <= value[0] <= value[1] <= high,
+        f"{name} must be two numbers [lo, hi] with {low} <= lo <= hi <= {high}, got {list(value)}",
+    )
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Parameters of the one audio -> log-mel function (`shared.audio`)."""
+
+    sr: int = 22050  # target sample rate; every clip is resampled to it with soxr
+    duration_s: float = 5.0  # clips are padded with zeros or cropped to this length
+    n_fft: int = 2048  # FFT size and (Hann) window length
+    hop_length: int = 512  # samples between frames
+    n_mels: int = 128  # mel bands
+    fmin: float = 0.0  # lowest mel band edge in Hz
+    fmax: float | None = None  # highest mel band edge in Hz; None means sr / 2
+    top_db: float = 20.0  # trim leading/trailing audio this far below the clip's peak; 0: no trim
+    db_range: float = 80.0  # clamp the log-mel to this many dB below its maximum; 0: no clamp
+    db_reference: str = "full_scale"  # dB relative to 1.0 ("full_scale") or the clip's max ("clip_max")
+    silence_dbfs: float = -80.0  # a clip whose peak is below this level is rejected as silent
+
+    def __post_init__(self) -> None:
+        _require(self.sr >= 1000, f"audio.sr must be at least 1000 Hz, got {self.sr}")
+        _require(self.duration_s > 0, f"audio.duration_s must be positive, got {self.duration_s}")
+        _require(self.n_fft >= 16, f"audio.n_fft must be at least 16, got {self.n_fft}")
+        _require(0 < self.hop_length <= self.n_fft, "audio.hop_length must be in (0, n_fft]")
+        _require(self.n_mels >= 1, f"audio.n_mels must be positive, got {self.n_mels}")
+        top = self.sr / 2 if self.fmax is None else self.fmax
+        _require(0 <= self.fmin < top <= self.sr / 2,
+                 f"audio.fmin/fmax must satisfy 0 <= fmin < fmax <= sr/2 = {self.sr / 2}")
+        _require(self.top_db >= 0, "audio.top_db must be >= 0 (0 disables trimming)")
+        _require(self.db_range >= 0, "audio.db_range must be >= 0 (0 disables the clamp)")
+        _require(self.db_reference in DB_REFERENCES,
+                 f"audio.db_reference must be one of {', '.join(DB_REFERENCES)}")
+
+    @property
+    def n_samples(self) -> int:
+        """Length of every clip after padding or cropping."""
+        return int(round(self.sr * self.duration_s))
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of every mel spectrogram (centred frames, as librosa)."""
+        return 1 + self.n_samples // self.hop_length
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms for the augmented copies of training clips."""
+
+    copies: int = 1  # augmented copies per training clip (the seeds' default doubles the set)
+    transforms: tuple[str, ...] = TRANSFORMS  # each copy draws one of these uniformly
+    snr_db: tuple[float, float] = (10.0, 30.0)  # noise: signal-to-noise ratio range
+    pitch_semitones: float = 2.0  # pitch: shift drawn from [-x, x] semitones
+    speed: tuple[float, float] = (0.9, 1.1)  # speed: resampling factor range (tempo and pitch)
+    shift_s: float = 0.5  # shift: start moved by up to this many seconds either way
+    reverb_rt60_s: tuple[float, float] = (0.1, 0.6)  # reverb: decay time of the impulse response
+    reverb_wet: tuple[float, float] = (0.2, 0.5)  # reverb: share of reverberant signal
+    gain_db: tuple[float, float] = (-6.0, 6.0)  # gain: level change range
+
+    def __post_init__(self) -> None:
+        _require(self.copies >= 0, f"augment.copies must be >= 0, got {self.copies}")
+        unknown = [t for t in self.transforms if t not in TRANSFORMS]
+        _require(not unknown, f"unknown augment transform(s) {unknown}; choose from {list(TRANSFORMS)}")
+        _require(bool(self.transforms) or self.copies == 0,
+                 "augment.transforms is empty; list at least one or set copies = 0")
+        _check_range("augment.snr_db", self.snr_db, -20.0, 100.0)
+        _require(0 <= self.pitch_semitones <= 12, "augment.pitch_semitones must be in [0, 12]")
+        _check_range("augment.speed", self.speed, 0.5, 2.0)
+        _require(self.shift_s >= 0, "augment.shift_s must be >= 0")
+        _check_range("augment.reverb_rt60_s", self.reverb_rt60_s, 0.01, 5.0)
+        _check_range("augment.reverb_wet", self.reverb_wet, 0.0, 1.0)
+        _check_range("augment.gain_db", self.gain_db, -60.0, 60.0)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides the content of a shard folder (recorded in its manifest)."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 42  # every random choice derives from it
+    val_fraction: float = 0.2  # share of labeled clips held out for validation (stratified)
+    shard_size: int = 500  # samples per shard (augmented copies included)
+    max_rejected: float = 0.5  # fail the run when more than this share of inputs is rejected
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
+        _require(self.shard_size >= 1, "shard_size must be at least 1")
+        _require(0 <= self.max_rejected <= 1, "max_rejected must be in [0, 1]")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict and TOML round trips
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, JSON-ready dict of a config dataclass (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build a config dataclass from a dict, refusing unknown keys with a message naming them."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where or cls.__name__}] must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        section = f" in [{where}]" if where else ""
+        raise ConfigError(f"unknown key(s) {unknown}{section}; valid keys: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, where=name)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise ConfigError(f"bad value in [{where or cls.__name__}]: {exc}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file, turning a missing or malformed file into a one-line error."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None

@@ -1,0 +1,43 @@
+"""Per-process tuning shared by preprocessing workers and the trainer's loader workers."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.lru_cache(maxsize=1)
+def tune_allocator() -> bool:
+    """Keep large numpy buffers on glibc's heap instead of fresh mmaps.
+
+    Every clip allocates a few 1-2 MB arrays (frames, spectrum, power). Above glibc's default
+    mmap threshold each one is a new mapping whose pages fault in on first touch; that cost
+    more than the FFT itself (log-mel of a 5 s clip: 5.5 ms before, 2.2 ms after). Returns
+    whether the setting took effect (glibc only; elsewhere a no-op).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20) == 1
+        return ok and libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20) == 1
+    except (OSError, AttributeError):
+        return False
+
+
+def limit_threads() -> None:
+    """One BLAS/OpenMP/torch thread per process: the parallelism is across processes."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)

@@ -1,0 +1,1 @@
+"""melshard's training half: shards -> a streaming, resumable trainer (`python -m trainer`)."""
