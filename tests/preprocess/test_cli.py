@@ -1,0 +1,229 @@
+"""`python -m preprocess` end to end on generated corpora, through real subprocesses."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import webdataset as wds
+
+from preprocess.pipeline import RunOptions, run
+from shared import audio
+from shared.config import AudioConfig, PreprocessConfig
+from tests.audio_fixtures import REPO, make_corpus, run_module, tone, write_truncated_wav
+
+SMALL = "[audio]\nsr = 8000\nduration_s = 1.0\nn_fft = 256\nhop_length = 64\nn_mels = 32\n"
+
+
+@pytest.fixture
+def small_config(tmp_path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Everything a run publishes (shards, manifest, errors.csv), by name."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def test_a_corpus_becomes_shards_readable_by_stock_webdataset_and_tar(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=8)
+    test = tmp_path / "unlabeled"
+    test.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        sf.write(test / f"t{i}.flac", tone("low", rng, 16000), 16000)
+    out = tmp_path / "out"
+    result = run_module("preprocess", str(src), "--out", str(out), "--test", str(test),
+                        "--config", str(small_config), "--shard-size", "10", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "melshard/1"
+    assert manifest["labels"] == ["high", "low", "mid"]
+    assert manifest["inputs"] == {"total": 27, "written": 27, "rejected": 0}
+    assert manifest["audio"]["sr"] == 8000 and manifest["seed"] == 42
+    splits = manifest["splits"]
+    assert splits["train"]["samples"] == 2 * splits["train"]["clips"]  # one augmented copy each
+    assert splits["val"]["samples"] == splits["val"]["clips"] == 5
+    assert splits["test"]["samples"] == 3
+    assert len(manifest["stats"]["mel_mean"]) == len(manifest["stats"]["mel_std"]) == 32
+
+    seen = {}
+    for split, info in splits.items():
+        for shard in info["shards"]:
+            path = out / shard["name"]
+            assert path.stat().st_size == shard["bytes"]
+            members = subprocess.run(["tar", "-tf", str(path)], capture_output=True, text=True, check=True)
+            assert len(members.stdout.split()) == shard["samples"] * (2 if split == "test" else 3)
+            samples = list(wds.WebDataset(str(path), shardshuffle=False))
+            assert len(samples) == shard["samples"]
+            for sample in samples:
+                mel = np.load(io.BytesIO(sample["mel.npy"]), allow_pickle=False)
+                assert mel.dtype == np.float16 and mel.shape == (32, 126)
+                meta = json.loads(sample["json"])
+                assert "." not in sample["__key__"]
+                seen[sample["__key__"]] = (split, meta, sample.get("cls"))
+    assert splits["train"]["clips"] == 19
+    assert len(seen) == 19 * 2 + 5 + 3
+    for split, meta, cls in seen.values():
+        if split == "test":
+            assert cls is None and meta["label"] is None and meta["augment"] is None
+        else:
+            assert manifest["labels"][int(cls)] == meta["label"] == meta["path"].split("/")[0]
+            assert (meta["copy"] == 0) == (meta["augment"] is None)
+            assert split == "train" or meta["copy"] == 0
+    train_shard = list(wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False))
+    assert len({json.loads(s["json"])["label"] for s in train_shard}) > 1  # shards mix classes
+    assert "samples" in result.stdout and "errors.csv" in result.stdout
+
+
+def test_every_bad_input_lands_in_errors_csv_and_none_vanishes(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
+    src = make_corpus(tmp_path / "src", per_class=4)
+    bad = src / "low"
+    bad.joinpath("zero.wav").write_bytes(b"")
+    bad.joinpath("noise.wav").write_bytes(np.random.default_rng(1).bytes(4000))
+    bad.joinpath("text.flac").write_text("this is not a flac file\n" * 20)
+    write_truncated_wav(bad / "cut.wav")
+    sf.write(bad / "nan.wav", np.array([0.1, np.inf, np.nan] * 3000, np.float32), 8000, subtype="FLOAT")
+    sf.write(bad / "silent.wav", np.zeros(8000, np.float32), 8000)
+    bad.joinpath("phone.m4a").write_bytes(b"\0\0\0\x18ftypM4A " + bytes(200))
+    sf.write(src / "loose.wav", tone("low", np.random.default_rng(2), 8000), 8000)  # no class folder
+    rows = ["path,label", "low/low_000.wav,low", "low/low_000.wav,low", "missing.wav,low",
+            "mid/mid_000.wav,", "mid/mid_001.wav,mid"]
+    (src / "list.csv").write_text("\n".join(rows) + "\n")
+
+    cfg = PreprocessConfig(audio=AudioConfig(sr=8000, duration_s=1.0, n_fft=256, hop_length=64, n_mels=32))
+    folder = run(RunOptions(src, tmp_path / "a", jobs=1), cfg)
+    reasons = sorted(reason for _, _, reason, _ in folder.errors)
+    assert reasons == sorted(["empty_file", "undecodable", "undecodable", "truncated", "non_finite",
+                              "silent", "needs_ffmpeg", "no_class_folder"])
+    inputs = folder.manifest["inputs"]
+    assert inputs == {"total": 20, "written": 12, "rejected": 8}
+    csv_rows = (tmp_path / "a" / "errors.csv").read_text().splitlines()
+    assert csv_rows[0] == "path,stage,reason,detail" and len(csv_rows) == 9
+
+    table = run(RunOptions(src / "list.csv", tmp_path / "b", jobs=1), cfg)
+    assert sorted(r[2] for r in table.errors) == ["blank_label", "duplicate_path", "missing_file"]
+    assert table.manifest["inputs"] == {"total": 5, "written": 2, "rejected": 3}
+
+
+def test_jobs_one_and_two_write_byte_identical_output(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=10)
+    for jobs in ("1", "2"):
+        result = run_module("preprocess", str(src), "--out", str(tmp_path / jobs), "--config",
+                            str(small_config), "--shard-size", "6", "--jobs", jobs)
+        assert result.returncode == 0, result.stderr
+    one, two = _files(tmp_path / "1"), _files(tmp_path / "2")
+    assert len(one) > 6 and one.keys() == two.keys()
+    assert all(one[name] == two[name] for name in one)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=30, labels=("low", "mid", "high", "chirp"))
+    args = ["--config", str(small_config), "--shard-size", "4", "--jobs", "2"]
+    reference = run_module("preprocess", str(src), "--out", str(tmp_path / "ref"), *args)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "preprocess", str(src), "--out", str(out), *args]
+    for kill_after in (1, 12):  # shards finished before the kill: early, then later on
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        done = out / ".melshard" / "done"
+        while time.monotonic() < deadline and process.poll() is None:
+            if done.exists() and len(list(done.glob("*.json"))) >= kill_after:
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not (out / "manifest.json").exists()
+        for shard in out.glob("*.tar"):  # whatever has a final name is a complete shard
+            with tarfile.open(shard) as archive:
+                assert archive.getmembers()
+    resumed = run_module("preprocess", str(src), "--out", str(out), *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed:" in resumed.stdout
+    assert _files(out) == _files(tmp_path / "ref")
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_an_out_made_with_another_config_is_refused_unless_overwrite(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=3)
+    out = tmp_path / "out"
+    base = ["preprocess", str(src), "--out", str(out), "--config", str(small_config), "--jobs", "1"]
+    assert run_module(*base).returncode == 0
+    again = run_module(*base)
+    assert again.returncode == 0 and "resumed: " in again.stdout
+    refused = run_module(*base, "--seed", "7")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "seed" in refused.stderr and "--overwrite" in refused.stderr
+    replaced = run_module(*base, "--seed", "7", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 7
+
+
+def test_usage_errors_exit_2_with_one_line_naming_the_fix(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("file,class\na.wav,x\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    corpus = make_corpus(tmp_path / "src", per_class=1)
+    cases = [
+        ([str(tmp_path / "nope"), "--out", str(tmp_path / "o1")], "does not exist"),
+        ([str(empty), "--out", str(tmp_path / "o2")], "no audio found"),
+        ([str(bad_csv), "--out", str(tmp_path / "o3")], "no column path, label"),
+        ([str(corpus), "--out", str(blocker / "sub")], "cannot write to --out"),
+        ([str(corpus), "--out", str(tmp_path / "o5"), "--val-fraction", "2"], "val_fraction"),
+        ([str(corpus), "--out", str(tmp_path / "o6"), "--config", str(tmp_path / "none.toml")], "config file"),
+    ]
+    for args, message in cases:
+        result = run_module("preprocess", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_no_sample_written_exits_1(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x.wav").write_bytes(b"")
+    result = run_module("preprocess", str(src), "--out", str(tmp_path / "out"), "--jobs", "1")
+    assert result.returncode == 1
+    assert "no sample was written" in result.stderr
+    assert (tmp_path / "out" / "errors.csv").read_text().count("empty_file") == 1
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=2)
+    out = tmp_path / "out"
+    lock = out / ".melshard" / "lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{holder.pid}\n")
+        refused = run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config))
+        assert refused.returncode == 2 and str(holder.pid) in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    taken = run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config))
+    assert taken.returncode == 0, taken.stderr
+    assert not lock.exists()

@@ -1,0 +1,72 @@
+"""Split (stratified, group-safe, CSV-honouring) and sample keys (sanitised, unique)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from preprocess.plan import assign_keys, plan_shards, sanitize_key
+from preprocess.sources import Clip
+from preprocess.split import assign_splits
+from shared.config import AugmentConfig, PreprocessConfig
+
+
+def _clips(n_per_class=20, labels=("a", "b", "c"), groups=None):
+    clips = []
+    for label in labels:
+        for i in range(n_per_class):
+            group = f"spk{i % groups}" if groups else None
+            clips.append(Clip(f"/x/{label}/{i}.wav", f"{label}/{i}.wav", label, group))
+    return clips
+
+
+def test_stratified_split_keeps_class_proportions_and_is_seeded():
+    clips = _clips()
+    first = assign_splits(clips, 0.2, seed=1)
+    val = Counter(c.label for c in first if c.split == "val")
+    assert val == {"a": 4, "b": 4, "c": 4}
+    assert first == assign_splits(list(reversed(clips)), 0.2, seed=1)[::-1]
+    assert first != assign_splits(clips, 0.2, seed=2)
+
+
+def test_group_split_never_puts_a_group_on_both_sides():
+    split = assign_splits(_clips(groups=6), 0.2, seed=0)
+    train = {c.group for c in split if c.split == "train"}
+    val = {c.group for c in split if c.split == "val"}
+    assert val and train and not (train & val)
+
+
+def test_a_csv_split_column_is_honoured():
+    clips = [Clip("/x/a.wav", "a.wav", "a", split="val"), Clip("/x/b.wav", "b.wav", "a", split="train"),
+             Clip("/x/c.wav", "c.wav", "a", split="test")] + _clips(5)
+    split = assign_splits(clips, 0.5, seed=0)
+    assert [c.split for c in split[:3]] == ["val", "train", "test"]
+
+
+def test_zero_val_fraction_puts_everything_in_train():
+    assert {c.split for c in assign_splits(_clips(), 0.0, seed=0)} == {"train"}
+
+
+def test_keys_have_no_dots_and_only_safe_characters():
+    assert sanitize_key("dog/bark 1.v2.wav") == "dog_bark_1_v2"
+    assert sanitize_key("ünï cödé/ä.b.FLAC") == "n_c_d_b"
+    assert "." not in sanitize_key("...wav")
+
+
+def test_keys_are_unique_even_when_sanitised_names_clash():
+    clips = [Clip("/x/a b.wav", "a b.wav", "x", split="train"), Clip("/x/a_b.wav", "a_b.wav", "x", split="train"),
+             Clip("/x/a_b.flac", "a_b.flac", "x", split="train"), Clip("/x/a_b_aug1.wav", "a_b_aug1.wav", "x", split="train")]
+    keys = assign_keys(clips, {c.path: 1 for c in clips})
+    family = [k for c in clips for k in (keys[c.path], keys[c.path] + "_aug1")]
+    assert len(set(family)) == len(family)
+    assert all("." not in k for k in family)
+
+
+def test_shards_mix_classes_and_keep_copies_with_their_clip():
+    clips = assign_splits(_clips(30), 0.2, seed=0)
+    cfg = PreprocessConfig(shard_size=20, augment=AugmentConfig(copies=1))
+    jobs = plan_shards(clips, ["a", "b", "c"], cfg)
+    train = [j for j in jobs if j.split == "train"]
+    assert all(j.samples <= 20 for j in jobs)
+    assert sum(j.samples for j in train) == 2 * sum(1 for c in clips if c.split == "train")
+    assert all(len({i.label for i in j.items}) > 1 for j in train[:-1])
+    assert [j.name for j in train][:2] == ["train-000000.tar", "train-000001.tar"]
