@@ -1,5 +1,7 @@
 """`python -m preprocess SRC --out DIR`: an audio corpus -> WebDataset shards + manifest.
 
+`python -m preprocess demo` generates a synthetic corpus and preprocesses it (no data needed).
+
 SRC is a folder with one subfolder per class, or a CSV `path,label[,group][,split]`. Every
 option can come from a TOML file (`--config`): top-level keys for the options below, `[audio]`
 and `[augment]` tables for the feature and augmentation settings; the command line wins.
@@ -19,7 +21,8 @@ from rich.console import Console
 
 from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
-from shared.config import PreprocessConfig, from_dict, load_toml
+from preprocess.synth import make_demo_corpus
+from shared.config import AudioConfig, PreprocessConfig, from_dict, load_toml
 from shared.errors import UsageError
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
@@ -80,11 +83,40 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite"))), cfg
 
 
+# Small, fast features for the synthetic demo corpus (16 kHz clips of at most 2 s).
+DEMO_CONFIG = PreprocessConfig(
+    audio=AudioConfig(sr=16000, duration_s=1.5, n_fft=512, hop_length=128, n_mels=64),
+    shard_size=200,
+)
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m preprocess demo",
+        description="Generate a synthetic 8-class corpus (with a test set and a few broken "
+                    "files) and preprocess it into shards.",
+    )
+    parser.add_argument("--work", default="work/demo", help="folder for the generated corpus")
+    parser.add_argument("--out", default="shards/demo", help="output folder for the shards")
+    parser.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
+    return parser
+
+
+def demo_options(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
+    corpus = Path(args.work) / "corpus"
+    if not (corpus / "test_labels.csv").exists():
+        print(f"generating the demo corpus in {corpus}", file=sys.stderr)
+        make_demo_corpus(corpus)
+    return RunOptions(corpus / "train", Path(args.out), corpus / "test", args.jobs), DEMO_CONFIG
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    demo = bool(argv) and argv[0] == "demo"
+    args = (demo_parser() if demo else build_parser()).parse_args(argv[1:] if demo else argv)
     console = Console(stderr=True)
     try:
-        opts, cfg = resolve(args)
+        opts, cfg = demo_options(args) if demo else resolve(args)
         result = run(opts, cfg, console)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

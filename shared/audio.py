@@ -154,7 +154,7 @@ def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.n
                                          "(apt-get install ffmpeg) and rerun")
     if y.size == 0:
         raise AudioError("no_audio", "the file decodes to 0 samples")
-    if not np.isfinite(y).all():
+    if not np.isfinite(y.sum(dtype=np.float64)):  # NaN and Inf both poison the sum
         raise AudioError("non_finite", "the audio contains NaN or Inf samples")
     if rate != sr:
         # soxr's HQ setting is librosa.load's default resampler (res_type="soxr_hq").
@@ -177,7 +177,7 @@ def trim(y: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int
         return y
     padded = np.pad(y, frame_length // 2)
     frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
-    mean_square = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frame_length
+    mean_square = np.einsum("ij,ij->i", frames, frames) / frame_length  # float32, as librosa
     ref = mean_square.max()
     if ref <= 0:
         return y[:0]
@@ -186,13 +186,6 @@ def trim(y: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int
     start = int(loud[0]) * hop_length
     end = min(y.size, (int(loud[-1]) + 1) * hop_length)
     return y[start:end]
-
-
-def fix_length(y: np.ndarray, n: int) -> np.ndarray:
-    """Zero-pad at the end or crop the tail to exactly `n` samples (librosa.util.fix_length)."""
-    if y.size >= n:
-        return y[:n]
-    return np.pad(y, (0, n - y.size))
 
 
 def load_clip(path: str | Path, cfg: AudioConfig) -> np.ndarray:
@@ -241,15 +234,26 @@ def warp_filterbank(basis: np.ndarray, ratio: float) -> np.ndarray:
     return warped
 
 
+def _centred(y: np.ndarray, n: int, half: int) -> np.ndarray:
+    """`y` cut or zero-padded to `n` samples, plus `half` zeros each side (librosa's centring)."""
+    padded = np.zeros(n + 2 * half, np.float32)
+    keep = min(y.size, n)
+    padded[half : half + keep] = y[:keep]
+    return padded
+
+
 def log_mel(y: np.ndarray, cfg: AudioConfig, pitch_ratio: float = 1.0) -> np.ndarray:
     """Log-mel spectrogram in dB, float32 `[n_mels, frames]`, centred frames as librosa."""
+    return _log_mel_centred(_centred(np.asarray(y), y.size, cfg.n_fft // 2), cfg, pitch_ratio)
+
+
+def _log_mel_centred(padded: np.ndarray, cfg: AudioConfig, pitch_ratio: float) -> np.ndarray:
     window, basis = _tables(cfg)
-    y = np.asarray(y, dtype=np.float32)
-    padded = np.pad(y, cfg.n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
     # scipy's pocketfft runs float32 natively; numpy's float32 rfft is several times slower.
-    spectrum = scipy.fft.rfft(frames * window, axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
+    spectrum = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)
+    power = np.square(spectrum.real)
+    power += np.square(spectrum.imag)
     mel = warp_filterbank(basis, pitch_ratio) @ power.T
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.db_reference == "clip_max":
@@ -264,7 +268,9 @@ def clip_to_mel(y: np.ndarray, cfg: AudioConfig, augment: Augmentation | None = 
     ratio = 1.0
     if augment is not None:
         y, ratio = augment(y)
-    return log_mel(fix_length(y, cfg.n_samples), cfg, ratio).astype(np.float16)
+    # Padding/cropping and librosa's centring padding in one buffer: one copy of the clip.
+    padded = _centred(y, cfg.n_samples, cfg.n_fft // 2)
+    return _log_mel_centred(padded, cfg, ratio).astype(np.float16)
 
 
 def file_to_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:

@@ -1,0 +1,133 @@
+"""Preprocessing throughput: the seeds' sequential librosa loop vs `python -m preprocess`.
+
+Generates N and 4N five-second 44.1 kHz WAV clips, then times, in one run:
+  (a) the seeds' loop, warmed up: librosa.load(sr=22050) -> effects.trim(top_db=20) ->
+      util.fix_length(5 s) -> feature.melspectrogram(n_mels=128) -> power_to_db; and the same
+      with one augmented copy per clip drawn from the seeds' transforms (noise, pitch_shift,
+      time_stretch, time shift, reverb);
+  (b) `python -m preprocess` with --jobs 1 and --jobs 2, without and with one augmented copy.
+
+Every preprocess run is a real subprocess (imports and worker start-up included). Besides the
+end-to-end rate at N and 4N it prints the marginal rate, 3N / (t(4N) - t(N)), which cancels the
+fixed start-up and is what a large corpus sees; and the peak resident memory of the whole
+process tree at N and 4N.
+
+    python bench/preprocess_throughput.py [--n 500] [--work /tmp/melshard-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, python_env, run_measured  # noqa: E402
+from preprocess.synth import CLASSES, synth  # noqa: E402
+
+SR_IN = 44100
+
+
+def make_clips(folder: Path, n: int, seed: int) -> None:
+    """n five-second clips in class folders: synthetic sounds with silence around them."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        kind = CLASSES[i % len(CLASSES)]
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        y = np.concatenate([synth(kind, rng, SR_IN) for _ in range(3)])
+        y = np.pad(y, (0, max(0, 5 * SR_IN - y.size)))[: 5 * SR_IN]
+        sf.write(folder / kind / f"{i:06d}.wav", y, SR_IN, subtype="PCM_16")
+
+
+def seeds_augment(y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    import librosa
+    import scipy.signal
+
+    choice = rng.integers(5)
+    if choice == 0:
+        return y + 0.005 * rng.standard_normal(y.size).astype(np.float32)
+    if choice == 1:
+        return librosa.effects.pitch_shift(y, sr=sr, n_steps=rng.uniform(-2, 2))
+    if choice == 2:
+        return librosa.effects.time_stretch(y, rate=rng.uniform(0.8, 1.2))
+    if choice == 3:
+        return np.roll(y, int(rng.uniform(-0.2, 0.2) * y.size))
+    t = np.arange(int(0.3 * sr)) / sr
+    response = rng.standard_normal(t.size) * np.exp(-t * 20)
+    return scipy.signal.fftconvolve(y, response)[: y.size].astype(np.float32)
+
+
+def seeds_loop(files: list[Path], augment: bool) -> float:
+    """The seeds' way, one clip after another; returns seconds."""
+    import librosa
+
+    rng = np.random.default_rng(0)
+
+    def one(path: Path) -> None:
+        y, sr = librosa.load(path, sr=22050)
+        y, _ = librosa.effects.trim(y, top_db=20)
+        versions = [y, seeds_augment(y, sr, rng)] if augment else [y]
+        for version in versions:
+            version = librosa.util.fix_length(version, size=5 * sr)
+            librosa.power_to_db(librosa.feature.melspectrogram(y=version, sr=sr, n_mels=128))
+
+    for path in files[:5]:  # warm-up: librosa compiles and caches on first use
+        one(path)
+    start = time.perf_counter()
+    for path in files:
+        one(path)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500, help="clips in the small corpus (the large has 4N)")
+    parser.add_argument("--work", default="/tmp/melshard-bench", help="scratch folder (deleted at the end)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    sizes = {"N": args.n, "4N": 4 * args.n}
+    print(f"# preprocess throughput: {machine()}")
+    print(f"# command: python bench/preprocess_throughput.py --n {args.n}")
+    for label, n in sizes.items():
+        make_clips(work / label, n, seed=n)
+
+    files = sorted((work / "N").rglob("*.wav"))
+    seeds = {aug: len(files) / seeds_loop(files, aug) for aug in (False, True)}
+    print(f"seeds' loop, no augmentation     : {seeds[False]:7.1f} clips/s")
+    print(f"seeds' loop, 1 augmented copy    : {seeds[True]:7.1f} clips/s")
+
+    env = python_env()
+    results = {}
+    for copies in (0, 1):
+        for jobs in (1, 2):
+            row = {}
+            for label, n in sizes.items():
+                out = work / f"out-{label}-{copies}-{jobs}"
+                command = [sys.executable, "-m", "preprocess", str(work / label), "--out", str(out),
+                           "--jobs", str(jobs), "--augment-copies", str(copies), "--val-fraction", "0",
+                           "--shard-size", str(max(8, n // 16 * (1 + copies)))]
+                row[label] = (n, *run_measured(command, env))
+                shutil.rmtree(out)
+            (n1, t1, m1), (n4, t4, m4) = row["N"], row["4N"]
+            marginal = (n4 - n1) / (t4 - t1)
+            results[copies, jobs] = marginal
+            print(f"preprocess --jobs {jobs} --augment-copies {copies}: "
+                  f"N {n1 / t1:6.1f} clips/s, 4N {n4 / t4:6.1f} clips/s, marginal {marginal:6.1f} clips/s "
+                  f"({marginal / seeds[bool(copies)]:4.2f}x seeds); peak RSS N {m1 / 2**20:5.0f} MiB, "
+                  f"4N {m4 / 2**20:5.0f} MiB ({m4 / m1:4.2f}x)")
+    for copies in (0, 1):
+        print(f"scaling 1 -> 2 jobs, {copies} augmented copies: {results[copies, 2] / results[copies, 1]:.2f}x")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
