@@ -4,8 +4,8 @@ Every random draw comes from a generator seeded by (seed, sample key, copy index
 the same whichever worker makes it and in whatever order. Each transform is chosen to cost about
 as little as the log-mel itself:
 
-- pitch is a warp of the mel filterbank (see `shared.audio.warp_filterbank`), not a phase
-  vocoder plus resampler (~40 ms a clip with librosa);
+- pitch moves the power spectrum along the frequency axis (`shared.audio.warp_spectrum`),
+  not a phase vocoder plus resampler (~40 ms a clip with librosa);
 - speed is one soxr resampling (tempo and pitch together, as Kaldi-style speed perturbation);
 - reverb convolves with a decaying-noise impulse response through one real FFT.
 """
@@ -30,7 +30,7 @@ def key_seed(seed: int, key: str, copy: int) -> np.random.Generator:
 
 def _noise(y, rng, cfg, sr):
     snr_db = rng.uniform(*cfg.snr_db)
-    signal_power = float(np.mean(y.astype(np.float64) ** 2))
+    signal_power = float(np.dot(y, y)) / max(y.size, 1)
     scale = np.sqrt(signal_power / 10.0 ** (snr_db / 10.0))
     return y + rng.standard_normal(y.size, dtype=np.float32) * np.float32(scale), 1.0
 
@@ -58,16 +58,18 @@ def _reverb(y, rng, cfg, sr):
     rt60 = rng.uniform(*cfg.reverb_rt60_s)
     wet = rng.uniform(*cfg.reverb_wet)
     t = np.arange(int(rt60 * sr)) / sr
-    response = rng.standard_normal(t.size) * np.exp(-6.908 * t / rt60)  # -60 dB at rt60
-    response /= np.sqrt(np.sum(response**2))
+    response = (rng.standard_normal(t.size) * np.exp(-6.908 * t / rt60)).astype(np.float32)  # -60 dB at rt60
+    response /= np.sqrt(np.dot(response, response))
     n = y.size + response.size - 1
     size = scipy.fft.next_fast_len(n, real=True)
-    tail = scipy.fft.irfft(scipy.fft.rfft(y, size) * scipy.fft.rfft(response, size), size)[:n]
-    dry = np.pad(y.astype(np.float64), (0, n - y.size))
-    mixed = (1.0 - wet) * dry + wet * tail
+    spectrum = scipy.fft.rfft(y, size)
+    spectrum *= scipy.fft.rfft(response, size)
+    mixed = scipy.fft.irfft(spectrum, size, overwrite_x=True)[:n]
+    mixed *= np.float32(wet)
+    mixed[: y.size] += np.float32(1.0 - wet) * y
     # Keep the loudness of the dry clip so that reverb does not double as a gain change.
-    rms_in, rms_out = np.sqrt(np.mean(dry**2)), np.sqrt(np.mean(mixed**2))
-    return (mixed * (rms_in / max(rms_out, 1e-12))).astype(np.float32), 1.0
+    rms_in, rms_out = np.sqrt(np.dot(y, y) / n), np.sqrt(np.dot(mixed, mixed) / n)
+    return mixed * np.float32(rms_in / max(rms_out, 1e-12)), 1.0
 
 
 def _gain(y, rng, cfg, sr):

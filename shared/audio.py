@@ -41,8 +41,8 @@ MAX_DECODE_S = 60.0
 _BLOCK_FRAMES = 1 << 16
 _AMIN = 1e-10  # power floor before log10, as librosa.power_to_db
 
-# An augmentation takes a trimmed clip and returns (new clip, pitch ratio): pitch is applied as a
-# warp of the mel filterbank, see `log_mel`.
+# An augmentation takes a trimmed clip and returns (new clip, pitch ratio): pitch is applied to
+# the power spectrum, see `warp_spectrum`.
 Augmentation = Callable[[np.ndarray], "tuple[np.ndarray, float]"]
 
 
@@ -170,14 +170,23 @@ def trim(y: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int
     """Drop leading and trailing audio quieter than `top_db` below the clip's loudest frame.
 
     Same frames and rule as `librosa.effects.trim` (a test holds them equal); done here because
-    importing librosa.effects pulls scipy.signal, numba and scikit-learn into every worker,
-    seconds of start-up for twenty lines of numpy.
+    importing librosa.effects pulls scipy.signal, numba and scikit-learn into every worker
+    (seconds of start-up), and because with the frame a whole number of hops the frame energies
+    are sums of hop-block energies: one pass over the clip instead of four.
     """
     if top_db <= 0 or y.size == 0:
         return y
-    padded = np.pad(y, frame_length // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
-    mean_square = np.einsum("ij,ij->i", frames, frames) / frame_length  # float32, as librosa
+    if frame_length % hop_length or (frame_length // 2) % hop_length:
+        raise ValueError("trim needs frame_length and frame_length / 2 to be multiples of hop_length")
+    per_frame = frame_length // hop_length
+    lead = (frame_length // 2) // hop_length
+    n_frames = 1 + y.size // hop_length
+    # Block b covers centred-padded samples [b * hop, (b + 1) * hop); frame t is blocks t..t+3.
+    n_blocks = n_frames + per_frame - 1
+    squares = np.zeros(n_blocks * hop_length)
+    squares[lead * hop_length : lead * hop_length + y.size] = np.square(y, dtype=np.float64)
+    blocks = squares.reshape(n_blocks, hop_length).sum(axis=1)
+    mean_square = np.convolve(blocks, np.ones(per_frame), mode="valid")[:n_frames] / frame_length
     ref = mean_square.max()
     if ref <= 0:
         return y[:0]
@@ -214,23 +223,22 @@ def _tables(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
     return window, np.ascontiguousarray(basis)
 
 
-def warp_filterbank(basis: np.ndarray, ratio: float) -> np.ndarray:
-    """Filterbank that reads a spectrum pitch-shifted by `ratio`: P'(f) = P(f / ratio).
+def warp_spectrum(power: np.ndarray, ratio: float) -> np.ndarray:
+    """A power spectrogram `[frames, bins]` pitch-shifted by `ratio`: P'(f) = P(f / ratio).
 
-    Shifting pitch by resampling the frequency axis of the power spectrum is what a phase
-    vocoder does to the magnitudes; since only the power spectrum is kept, folding that
-    interpolation into the filterbank gives the same feature at no extra cost per frame.
+    Moving energy along the frequency axis by linear interpolation is what a phase vocoder
+    pitch shift does to the magnitudes; since only the power spectrum is kept, doing it here
+    gives the same feature for under a millisecond instead of ~40 ms of librosa.effects.pitch_shift.
     """
-    if ratio == 1.0:
-        return basis
-    n_freq = basis.shape[1]
+    n_freq = power.shape[1]
     source = np.arange(n_freq) / ratio  # fractional source bin of every target bin
     low = np.floor(source).astype(np.intp)
     frac = (source - low).astype(np.float32)
-    keep = low + 1 < n_freq
-    warped = np.zeros_like(basis)
-    np.add.at(warped.T, low[keep], (basis[:, keep] * (1 - frac[keep])).T)
-    np.add.at(warped.T, low[keep] + 1, (basis[:, keep] * frac[keep]).T)
+    outside = low + 1 >= n_freq  # above the (shifted) Nyquist: nothing to take
+    low = np.minimum(low, n_freq - 2)
+    warped = power[:, low] * (1.0 - frac)
+    warped += power[:, low + 1] * frac
+    warped[:, outside] = 0.0
     return warped
 
 
@@ -254,7 +262,9 @@ def _log_mel_centred(padded: np.ndarray, cfg: AudioConfig, pitch_ratio: float) -
     spectrum = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)
     power = np.square(spectrum.real)
     power += np.square(spectrum.imag)
-    mel = warp_filterbank(basis, pitch_ratio) @ power.T
+    if pitch_ratio != 1.0:
+        power = warp_spectrum(power, pitch_ratio)
+    mel = basis @ power.T
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.db_reference == "clip_max":
         db -= 10.0 * np.log10(max(float(mel.max()), _AMIN))

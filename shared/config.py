@@ -176,3 +176,67 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+MODELS = ("cnn", "resnet9")
+SCHEDULES = ("cosine", "onecycle")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's result (recorded in config.json and checkpoints)."""
+
+    model: str = "cnn"  # "cnn" (the seeds' classifier) or "resnet9" (Myrtle/DAWNBench layout)
+    width: float = 1.0  # channel multiplier; below 1 makes a model small enough for a CPU
+    dropout: float = 0.3  # before the classifier
+    epochs: int = 80  # upper bound; early stopping usually ends sooner
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    schedule: str = "cosine"  # "cosine" (linear warm-up, cosine decay) or "onecycle"
+    warmup_fraction: float = 0.05  # share of all steps spent warming up
+    grad_clip: float = 1.0  # max gradient norm, after unscaling; 0 disables
+    amp: str = "auto"  # auto: bf16 (else fp16 + GradScaler) on CUDA, off on CPU
+    mixup_p: float = 0.5  # probability that a training batch is mixed
+    mixup_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing weight
+    freq_masks: int = 0  # SpecAugment: frequency masks per training sample
+    freq_mask_width: int = 8  # ... each at most this many mel bands wide
+    time_masks: int = 0  # SpecAugment: time masks per training sample
+    time_mask_width: int = 16  # ... each at most this many frames wide
+    early_stop_metric: str = "val_loss"  # val_loss, val_acc or val_f1
+    patience: int = 10  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+    seed: int = 42
+    num_workers: int = 0  # loader processes; 0 means cores - 1 (at least 1)
+    prefetch_factor: int = 4  # batches each loader worker prepares ahead
+    shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer
+    checkpoint_every: int = 0  # also write last.pt every this many steps; 0: epoch ends only
+    device: str = "auto"  # auto, cpu or cuda
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+
+    def __post_init__(self) -> None:
+        _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        _require(0 < self.width <= 8, "width must be in (0, 8]")
+        _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        _require(self.epochs >= 1, "epochs must be at least 1")
+        _require(self.batch_size >= 1, "batch_size must be at least 1")
+        _require(self.lr > 0 and self.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+        _require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
+        _require(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
+        _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
+        _require(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}")
+        _require(0 <= self.mixup_p <= 1 and self.mixup_alpha > 0, "mixup_p in [0, 1], mixup_alpha > 0")
+        _require(min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) >= 0,
+                 "SpecAugment mask counts and widths must be >= 0")
+        _require(self.early_stop_metric in EARLY_STOP_METRICS,
+                 f"early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}")
+        _require(self.patience >= 1 and self.min_delta >= 0, "patience >= 1 and min_delta >= 0")
+        _require(self.num_workers >= 0 and self.prefetch_factor >= 1, "num_workers >= 0, prefetch_factor >= 1")
+        _require(self.shuffle_buffer >= 1, "shuffle_buffer must be at least 1")
+        _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
+        _require(self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda")
