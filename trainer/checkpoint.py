@@ -1,0 +1,70 @@
+"""Checkpoints: atomic saves with one backup, weights-only loads, and what they must hold.
+
+`last.pt` is replaced atomically (temporary file, fsync, rename) and its previous version is
+kept as `last.prev.pt`, so a crash while saving, or a file truncated afterwards, costs at most
+one checkpoint interval: `load_latest` falls back to the backup with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.atomic import fsync_dir, temp_path
+from shared.errors import UsageError
+
+FORMAT = "melshard-checkpoint/1"
+LAST, BACKUP, BEST = "last.pt", "last.prev.pt", "best.pt"
+
+
+def save(path: str | Path, payload: dict[str, Any], keep_backup: bool = False) -> None:
+    """Write `payload` to `path` atomically; with `keep_backup`, the old file becomes *.prev.pt."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with tmp.open("wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_backup and path.exists():
+            os.replace(path, path.with_name(BACKUP))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: tensors and plain values, never code."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found; train first (python -m trainer train ...)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path} is not a loadable melshard checkpoint (refused or corrupt: "
+                         f"{first[:160]})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a {FORMAT} checkpoint; it was made by another program "
+                         "or an incompatible version")
+    return checkpoint
+
+
+def load_latest(run: Path) -> dict[str, Any]:
+    """`last.pt`, or its backup when `last.pt` is missing or damaged (with a warning)."""
+    try:
+        return load(run / LAST)
+    except UsageError as problem:
+        if not (run / BACKUP).exists():
+            raise
+        print(f"warning: {problem}; resuming from the previous checkpoint {run / BACKUP}",
+              file=sys.stderr)
+        return load(run / BACKUP)

@@ -1,0 +1,40 @@
+"""Running a model over a loader: loss, accuracy, macro-F1 and the raw predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    macro_f1: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+@torch.no_grad()
+def evaluate_batches(session: Any, loader) -> Evaluation:
+    """Evaluate `session.model` on labeled batches; never mixes, never augments."""
+    model = session.model
+    model.eval()
+    total, truths, preds = 0.0, [], []
+    for batch in loader:
+        x = session.normalise(batch["mel"].to(session.device, non_blocking=True))
+        y = batch["label"].to(session.device, non_blocking=True)
+        with torch.autocast(session.device.type, dtype=session.amp_dtype, enabled=session.amp_dtype is not None):
+            logits = model(x)
+        total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        truths.append(y.cpu().numpy())
+        preds.append(logits.argmax(dim=1).cpu().numpy())
+    model.train()
+    y_true, y_pred = np.concatenate(truths), np.concatenate(preds)
+    return Evaluation(total / max(len(y_true), 1), float(accuracy_score(y_true, y_pred)),
+                      float(f1_score(y_true, y_pred, average="macro", zero_division=0)), y_true, y_pred)

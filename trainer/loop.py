@@ -1,0 +1,260 @@
+"""`python -m trainer train`: the epoch loop, readable top to bottom.
+
+shards -> `ShardStream` workers -> pinned batches -> device: normalise, SpecAugment, MixUp ->
+autocast forward -> scaled backward -> unscale, clip -> AdamW step -> LR schedule. Validation
+after every epoch (loss, accuracy, macro-F1), early stopping, `best.pt` on improvement, `last.pt`
+after every epoch and every `checkpoint_every` steps.
+
+Exact resume: every random draw of a step (dropout, MixUp, masks) comes from generators seeded
+by (seed, epoch, step), and the loader's position is saved with the weights; a run interrupted
+anywhere and resumed ends with the weights of one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shared.atomic import write_bytes, write_json
+from shared.config import EARLY_STOP_METRICS, TrainConfig, to_dict
+from trainer import checkpoint
+from trainer.augment import mixup, spec_augment
+from trainer.data import ShardStream, make_loader, shards_of
+from trainer.evaluation import evaluate_batches
+from trainer.progress import EpochProgress
+from trainer.setup import Session, open_session
+
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1",
+                  "samples_per_s", "data_wait_fraction", "seconds"]
+
+
+@dataclass
+class State:
+    """Everything that changes while training, beyond the model/optimizer/scheduler/scaler."""
+
+    epoch: int = 0  # the epoch in progress (or next to start)
+    step: int = 0  # optimizer steps over the whole run
+    consumed: list[int] = field(default_factory=list)  # batches of each loader worker this epoch
+    next_worker: int = 0  # the loader worker whose batch comes next
+    best: float | None = None  # best early-stopping metric so far
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    # running sums of the epoch in progress, so a mid-epoch resume reports the same figures
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "n": 0.0})
+
+
+def step_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _rng_states() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(), "torch": torch.get_rng_state(),
+              "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                        "has_gauss": has_gauss, "cached": cached}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
+    return {
+        **s.identity(),
+        "model": s.raw_model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
+        "epoch": state.epoch, "step": state.step,
+        "position": {"epoch": state.epoch, "consumed": list(state.consumed), "next_worker": state.next_worker},
+        "early_stop": {"best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs},
+        "epoch_sums": dict(state.sums), "history": state.history, "rng": _rng_states(),
+    }
+
+
+def restore(s: Session, ckpt: dict[str, Any]) -> State:
+    s.raw_model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.scheduler.load_state_dict(ckpt["scheduler"])
+    s.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_states(ckpt["rng"])
+    stop = ckpt["early_stop"]
+    return State(epoch=ckpt["epoch"], step=ckpt["step"], consumed=list(ckpt["position"]["consumed"]),
+                 next_worker=ckpt["position"]["next_worker"], best=stop["best"],
+                 best_epoch=stop["best_epoch"], bad_epochs=stop["bad_epochs"],
+                 history=list(ckpt["history"]), sums=dict(ckpt["epoch_sums"]))
+
+
+def write_metrics(run: Path, history: list[dict[str, float]]) -> None:
+    lines = [",".join(METRIC_COLUMNS)]
+    lines += [",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in METRIC_COLUMNS)
+              for row in history]
+    write_bytes(run / "metrics.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+class StopRequest:
+    """SIGTERM / Ctrl-C set a flag; the loop saves at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, float, int]:
+    """One optimizer step; returns (summed loss, correct predictions, samples)."""
+    cfg, device = s.cfg, s.device
+    seed = step_seed(cfg.seed, state.epoch, state.step)
+    torch.manual_seed(seed)  # dropout: a pure function of (seed, epoch, step)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = s.normalise(batch["mel"].to(device, non_blocking=True))
+    y = batch["label"].to(device, non_blocking=True)
+    x = spec_augment(x, cfg, generator)
+    x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
+    with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+        logits = s.model(x)
+        loss = lam * F.cross_entropy(logits, y_a, label_smoothing=cfg.label_smoothing) + \
+            (1.0 - lam) * F.cross_entropy(logits, y_b, label_smoothing=cfg.label_smoothing)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step()
+    correct = (logits.argmax(dim=1) == y_a).sum()
+    n = y.shape[0]
+    return float(loss.detach()) * n, float(correct), n
+
+
+def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProgress) -> dict[str, float] | None:
+    """Train until the epoch ends (returns its figures) or a stop is requested (returns None)."""
+    stream = s.train_stream
+    workers = stream.workers
+    if not state.consumed:
+        state.consumed = [0] * workers
+    stream.start_epoch(state.epoch, state.consumed, state.next_worker)
+    total = stream.batches_per_epoch(state.epoch)
+    progress.start(state.epoch, total, done=sum(state.consumed))
+    wait = busy = 0.0
+    samples = 0
+    tick = time.perf_counter()
+    for batch in s.train_loader:
+        fetched = time.perf_counter()
+        loss, correct, n = train_step(s, batch, state)
+        worker = int(batch["worker"])
+        state.consumed[worker] += 1
+        state.next_worker = (worker + 1) % workers
+        state.step += 1
+        state.sums["loss"] += loss
+        state.sums["correct"] += correct
+        state.sums["n"] += n
+        samples += n
+        now = time.perf_counter()
+        wait += fetched - tick
+        busy += now - tick
+        tick = now
+        progress.update(state.sums["loss"] / state.sums["n"], state.sums["correct"] / state.sums["n"],
+                        s.scheduler.get_last_lr()[0], samples / max(busy, 1e-9))
+        if s.cfg.checkpoint_every and state.step % s.cfg.checkpoint_every == 0:
+            checkpoint.save(s.run / checkpoint.LAST, checkpoint_payload(s, state), keep_backup=True)
+        if stop.signal is not None:
+            return None
+    progress.finish()
+    return {"train_loss": state.sums["loss"] / max(state.sums["n"], 1),
+            "train_acc": state.sums["correct"] / max(state.sums["n"], 1),
+            "samples_per_s": samples / max(busy, 1e-9), "data_wait_fraction": wait / max(busy, 1e-9),
+            "seconds": busy}
+
+
+def _improved(cfg: TrainConfig, state: State, value: float) -> bool:
+    if math.isnan(value):
+        return False
+    if state.best is None:
+        return True
+    if EARLY_STOP_METRICS[cfg.early_stop_metric] == "min":
+        return value < state.best - cfg.min_delta
+    return value > state.best + cfg.min_delta
+
+
+def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str]) -> int:
+    """Train (or resume) a run; returns the exit status."""
+    s = open_session(shards, run, cfg, resume, explicit)
+    cfg = s.cfg
+    state = restore(s, s.resumed) if s.resumed else State()
+    if s.resumed:
+        print(f"resuming {run} at epoch {state.epoch + 1}, step {state.step}", file=sys.stderr)
+    write_metrics(run, state.history)
+    progress = EpochProgress(cfg.epochs)
+    with StopRequest() as stop:
+        while state.epoch < cfg.epochs:
+            figures = train_epoch(s, state, stop, progress)
+            if figures is None:
+                checkpoint.save(run / checkpoint.LAST, checkpoint_payload(s, state), keep_backup=True)
+                name = signal.Signals(stop.signal).name
+                print(f"\nstopped by {name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
+                      f"Resume with: python -m trainer train {shards} --out {run} --resume", file=sys.stderr)
+                return 128 + stop.signal
+            val = evaluate_batches(s, s.val_loader) if s.val_loader is not None else None
+            row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
+                   **{k: figures[k] for k in ("train_loss", "train_acc")},
+                   "val_loss": val.loss if val else float("nan"),
+                   "val_acc": val.accuracy if val else float("nan"),
+                   "val_f1": val.macro_f1 if val else float("nan"),
+                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds")}}
+            state.history.append(row)
+            progress.summary(row)
+            metric = row[cfg.early_stop_metric]
+            improved = _improved(cfg, state, metric) or val is None
+            state.epoch += 1
+            state.consumed, state.next_worker = [], 0
+            state.sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
+            if improved:
+                state.best, state.best_epoch, state.bad_epochs = metric, row["epoch"], 0
+            else:
+                state.bad_epochs += 1
+            payload = checkpoint_payload(s, state)
+            if improved:
+                checkpoint.save(run / checkpoint.BEST, payload)
+            checkpoint.save(run / checkpoint.LAST, payload, keep_backup=True)
+            write_metrics(run, state.history)
+            s.log_epoch(row)
+            if state.bad_epochs >= cfg.patience:
+                print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
+                      f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
+                break
+    s.close()
+    print(f"done: best {cfg.early_stop_metric} {state.best if state.best is not None else float('nan'):.4f} "
+          f"at epoch {state.best_epoch}; {run / checkpoint.BEST}")
+    return 0

@@ -1,0 +1,89 @@
+"""The two classifiers: the seeds' CNN and a ResNet-9 (Myrtle / DAWNBench layout).
+
+Both take a `[batch, 1, n_mels, frames]` log-mel and work for any mel size (global pooling
+before the classifier); `width` scales every channel count so a model can run small on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _channels(base: int, width: float) -> int:
+    return max(4, int(round(base * width)))
+
+
+def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SeedCNN(nn.Module):
+    """Conv -> BN -> ReLU -> Pool blocks, then fully connected layers with dropout."""
+
+    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.3):
+        super().__init__()
+        c = [_channels(b, width) for b in (32, 64, 128, 256)]
+        self.features = nn.Sequential(
+            conv_bn(1, c[0], pool=True), conv_bn(c[0], c[1], pool=True),
+            conv_bn(c[1], c[2], pool=True), conv_bn(c[2], c[3], pool=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        hidden = _channels(256, width)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(c[3], hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class ResNet9(nn.Module):
+    """prep 64; layer1 128 + residual; layer2 256; layer3 512 + residual; global pool; linear."""
+
+    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.0):
+        super().__init__()
+        c = [_channels(b, width) for b in (64, 128, 256, 512)]
+        self.net = nn.Sequential(
+            conv_bn(1, c[0]),
+            conv_bn(c[0], c[1], pool=True), Residual(c[1]),
+            conv_bn(c[1], c[2], pool=True),
+            conv_bn(c[2], c[3], pool=True), Residual(c[3]),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(c[3], n_classes, bias=False)
+        self.scale = 0.125  # Myrtle's logit scaling: keeps early logits small
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x)) * self.scale
+
+
+MODELS = {"cnn": SeedCNN, "resnet9": ResNet9}
+
+
+def model_args(n_classes: int, width: float, dropout: float) -> dict[str, Any]:
+    """The constructor arguments recorded in checkpoints (so predict rebuilds the same model)."""
+    return {"n_classes": n_classes, "width": width, "dropout": dropout}
+
+
+def build_model(name: str, args: dict[str, Any]) -> nn.Module:
+    return MODELS[name](**args)

@@ -1,0 +1,193 @@
+"""Everything a training run is made of, built once: data, model, optimizer, schedule, AMP.
+
+`open_session` also enforces the resume rules: the shards must be the ones the checkpoint was
+trained on, and options given on the command line must not contradict the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.atomic import write_json
+from shared.config import TrainConfig, from_dict, to_dict
+from shared.errors import UsageError
+from shared.manifest import read_manifest
+from trainer import checkpoint
+from trainer.data import ShardStream, make_loader, shards_of
+from trainer.models import build_model, model_args
+
+
+def manifest_fingerprint(manifest: dict[str, Any]) -> str:
+    """Identifies the data a run trains on: shard contents, labels and audio config."""
+    shards = {split: [(s["name"], s["sha256"]) for s in info["shards"]]
+              for split, info in manifest["splits"].items()}
+    payload = json.dumps([shards, manifest["labels"], manifest["audio"]], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on CUDA where supported, else fp16 (with a GradScaler); off on CPU."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" and device.type != "cuda":
+        raise UsageError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 or off")
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def default_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores - 1)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2),
+            pct_start=cfg.warmup_fraction or 0.25)
+    warmup = int(total_steps * cfg.warmup_fraction)
+
+    def factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Session:
+    cfg: TrainConfig
+    run: Path
+    shards: Path
+    manifest: dict[str, Any]
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    raw_model: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    train_stream: ShardStream
+    train_loader: Any
+    val_loader: Any
+    mean: torch.Tensor
+    std: torch.Tensor
+    resumed: dict[str, Any] | None
+    writer: Any = None
+
+    def normalise(self, mel: torch.Tensor) -> torch.Tensor:
+        """float16 `[B, M, T]` -> normalised float32 `[B, 1, M, T]`, on the device."""
+        x = ((mel.float() - self.mean) / self.std).unsqueeze(1)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def identity(self) -> dict[str, Any]:
+        """What predict and resume need besides the weights."""
+        labels = self.manifest["labels"]
+        return {
+            "model_name": self.cfg.model,
+            "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout),
+            "labels": labels, "audio": self.manifest["audio"], "train_config": to_dict(self.cfg),
+            "stats": {"mel_mean": self.mean.cpu().flatten(), "mel_std": self.std.cpu().flatten()},
+            "manifest_fingerprint": manifest_fingerprint(self.manifest),
+        }
+
+    def log_epoch(self, row: dict[str, float]) -> None:
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConfig,
+                  explicit: set[str]) -> TrainConfig:
+    if ckpt["manifest_fingerprint"] != manifest_fingerprint(manifest):
+        old_labels = ckpt["labels"]
+        what = "labels differ" if old_labels != manifest["labels"] else \
+            "audio config differs" if ckpt["audio"] != manifest["audio"] else "shard contents differ"
+        raise UsageError(f"cannot resume: these shards are not the ones the checkpoint was trained on "
+                         f"({what}); point at the original shard folder or start a new --out")
+    saved = from_dict(TrainConfig, ckpt["train_config"])
+    for key in sorted(explicit - {"device"}):
+        if getattr(cfg, key) != getattr(saved, key):
+            raise UsageError(f"cannot resume: --{key.replace('_', '-')} {getattr(cfg, key)} differs from "
+                             f"the checkpoint's {getattr(saved, key)}; drop it to resume, or start a new --out")
+    # The device may change between runs (e.g. resume a CPU run on a GPU machine).
+    return TrainConfig(**{**to_dict(saved), "device": cfg.device}) if "device" in explicit else saved
+
+
+def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str]) -> Session:
+    manifest = read_manifest(shards)
+    train_shards = shards_of(manifest, "train")
+    if not train_shards:
+        raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
+    resumed = None
+    if resume:
+        resumed = checkpoint.load_latest(run)
+        cfg = _check_resume(resumed, manifest, cfg, explicit)
+    elif (run / checkpoint.LAST).exists():
+        raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.num_workers == 0:
+        cfg = TrainConfig(**{**to_dict(cfg), "num_workers": default_workers()})
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    amp_dtype = pick_amp(cfg.amp, device)
+    labels = manifest["labels"]
+    raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout)).to(device)
+    if cfg.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    model = torch.compile(raw_model) if cfg.compile else raw_model
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stream = ShardStream(str(shards), train_shards, cfg.batch_size, cfg.num_workers, cfg.seed,
+                         cfg.shuffle_buffer)
+    total_steps = sum(stream.batches_per_epoch(e) for e in range(cfg.epochs))
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+    val_shards = shards_of(manifest, "val")
+    val_loader = None
+    if val_shards:
+        val_stream = ShardStream(str(shards), val_shards, cfg.batch_size, min(cfg.num_workers, len(val_shards)),
+                                 cfg.seed)
+        val_loader = make_loader(val_stream, pin, cfg.prefetch_factor)
+    stats = manifest["stats"]
+    mean = torch.tensor(stats["mel_mean"], dtype=torch.float32, device=device)[:, None]
+    std = torch.tensor(stats["mel_std"], dtype=torch.float32, device=device).clamp_min(1e-3)[:, None]
+    write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards),
+                                     "manifest_fingerprint": manifest_fingerprint(manifest),
+                                     "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
+    writer = None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tensorboard"))
+    except ImportError:  # tensorboard is optional
+        pass
+    return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
+                   scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, mean, std,
+                   resumed, writer)
