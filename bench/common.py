@@ -77,3 +77,33 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, in
 
 def python_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
+
+
+def corpus_folder(work: Path) -> Path:
+    """FSDD's recordings as class folders of symlinks, or a synthetic corpus when FSDD is absent."""
+    folder = work / "corpus"
+    if folder.exists():
+        return folder
+    if FSDD.is_dir():
+        for path in sorted(FSDD.glob("*.wav")):
+            digit = path.name.split("_", 1)[0]
+            (folder / digit).mkdir(parents=True, exist_ok=True)
+            (folder / digit / path.name).symlink_to(path)
+    else:
+        from preprocess.synth import make_demo_corpus
+
+        make_demo_corpus(work / "synthetic", per_class=375, test_per_class=0)
+        folder = work / "synthetic" / "train"
+    return folder
+
+
+def preprocess(src: Path, out: Path, *args: str) -> None:
+    """`python -m preprocess` with the default (seeds') audio config, no validation split."""
+    if (out / "manifest.json").exists():
+        return
+    command = [sys.executable, "-m", "preprocess", str(src), "--out", str(out), "--val-fraction", "0",
+               "--max-rejected", "1", *args]
+    subprocess.run(command, cwd=REPO, env=python_env(), check=True, stdout=subprocess.DEVNULL)

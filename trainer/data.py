@@ -1,16 +1,18 @@
 """Streaming shards into batches, with an exact, resumable position.
 
 Each DataLoader worker runs a small WebDataset pipeline over its part of the shard list:
-tar members -> samples -> seeded shuffle buffer -> skip what a resumed run already consumed
-(before decoding) -> decode `mel.npy` with numpy (`allow_pickle=False`) -> batches. Workers
+tar members -> samples (`trainer.shardio`) -> webdataset's shuffle buffer, seeded -> skip what a
+resumed run already consumed (before decoding) -> decode `mel.npy` (numeric arrays only, never
+a pickle) -> batches. Workers
 batch themselves (the DataLoader gets `batch_size=None`), so the main process does no
 per-sample Python work and every batch records which worker made it.
 
-The order is a pure function of (seed, epoch, shard list, worker count):
+The order is a pure function of (seed, epoch, shard list, worker count, chunk size):
 - shards are shuffled per epoch and dealt to workers round-robin; with fewer shards than
   workers, every worker reads every shard and keeps every W-th sample instead;
 - each worker's shuffle buffer is seeded by (seed, epoch, worker);
-- the DataLoader hands out batches round-robin over workers, skipping exhausted ones.
+- workers send chunks of a few batches (one transfer each), cut at fixed batch numbers;
+- the DataLoader hands out chunks round-robin over workers, skipping exhausted ones.
 
 So the position after k batches is "how many batches of each worker were consumed, and which
 worker comes next". A resumed loader skips those batches in each worker and rotates the
@@ -19,7 +21,6 @@ worker numbering so that its round-robin starts at the worker that came next.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
@@ -33,26 +34,13 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-MEMBERS = ("mel.npy", "cls", "json")
+from trainer.shardio import decode_npy, iter_samples
 
 
 @dataclass(frozen=True)
 class Shard:
     name: str
     samples: int
-
-
-def _wanted(name: str) -> bool:
-    """Read only the members we decode; anything else (.pkl, .pyd, ...) is never touched."""
-    return name.rsplit("/", 1)[-1].split(".", 1)[-1] in MEMBERS
-
-
-def decode_mel(data: bytes, url: str) -> np.ndarray:
-    """A sample's mel from its `.npy` bytes: numpy only, pickles refused."""
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"bad mel.npy in {url}: {exc}") from None
 
 
 def _rng_seed(*parts: int) -> int:
@@ -67,7 +55,7 @@ class ShardStream(IterableDataset):
     """
 
     def __init__(self, folder: str, shards: list[Shard], batch_size: int, workers: int,
-                 seed: int, shuffle_buffer: int = 0, with_keys: bool = False):
+                 seed: int, shuffle_buffer: int = 0, with_keys: bool = False, chunk_batches: int = 0):
         self.folder = str(folder)
         self.shards = list(shards)
         self.batch_size = batch_size
@@ -75,6 +63,9 @@ class ShardStream(IterableDataset):
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer  # 0: keep shard order (validation, prediction)
         self.with_keys = with_keys
+        # Handing a batch to the main process costs about a millisecond whatever its size, so
+        # workers send chunks of ~256 samples.
+        self.chunk_batches = chunk_batches or max(1, 256 // batch_size)
         self.control = torch.zeros(2 + self.workers, dtype=torch.int64).share_memory_()
 
     # --- the plan: which samples each logical worker reads, known from the manifest alone ---
@@ -115,8 +106,8 @@ class ShardStream(IterableDataset):
     # --- inside a worker ---
 
     def _raw_samples(self, shards: list[Shard]) -> Iterator[dict[str, Any]]:
-        urls = [{"url": str(Path(self.folder) / s.name)} for s in shards]
-        yield from wds.tariterators.tarfile_samples(urls, select_files=_wanted)
+        for shard in shards:
+            yield from iter_samples(Path(self.folder) / shard.name)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -134,27 +125,60 @@ class ShardStream(IterableDataset):
         for _ in range(skip):  # already consumed before the interruption: never decoded
             if next(stream, None) is None:
                 return
-        batch: list[dict[str, Any]] = []
-        for sample in stream:
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                yield self._collate(batch, worker)
-                batch = []
-        if batch:
-            yield self._collate(batch, worker)
+        # Batches travel to the main process in chunks of `chunk_batches`, aligned to the
+        # epoch's batch numbering so that a resumed worker cuts the same batches.
+        done = skip // self.batch_size
+        chunk: list[list[dict[str, Any]]] = []
+        for batch in _batched(stream, self.batch_size):
+            chunk.append(batch)
+            done += 1
+            if done % self.chunk_batches == 0:
+                yield self._collate(chunk, worker)
+                chunk = []
+        if chunk:
+            yield self._collate(chunk, worker)
 
-    def _collate(self, samples: list[dict[str, Any]], worker: int) -> dict[str, Any]:
-        mels = np.stack([decode_mel(s["mel.npy"], s["__url__"]) for s in samples])
-        labels = [int(s["cls"]) if "cls" in s else -1 for s in samples]
-        batch = {
-            "mel": torch.from_numpy(mels),
-            "label": torch.tensor(labels, dtype=torch.int64),
-            "worker": torch.tensor(worker),
-        }
+    def _collate(self, chunk: list[list[dict[str, Any]]], worker: int) -> dict[str, Any]:
+        samples = [s for batch in chunk for s in batch]
+        mels = np.stack([decode_npy(s["mel.npy"], s["__url__"]) for s in samples])
+        # One tensor per chunk: each tensor crosses to the main process as its own shared-memory
+        # segment, so labels travel as a plain list.
+        batch = {"mel": torch.from_numpy(mels), "label": [int(s["cls"]) if "cls" in s else -1 for s in samples],
+                 "sizes": [len(b) for b in chunk], "worker": worker}
         if self.with_keys:
             batch["key"] = [s["__key__"] for s in samples]
             batch["path"] = [json.loads(s["json"])["path"] for s in samples]
         return batch
+
+
+def _batched(stream: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for sample in stream:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def iter_batches(loader) -> Iterator[dict[str, Any]]:
+    """Split the loader's chunks into batches (views, no copies), in order.
+
+    Each batch has `mel` `[B, M, T]`, `label` (an int64 tensor), `worker`, and `last_in_chunk`,
+    which tells whether that worker's next batch comes next too (it does mid-chunk).
+    """
+    for chunk in loader:
+        labels = torch.as_tensor(chunk["label"], dtype=torch.int64)
+        start = 0
+        for index, size in enumerate(chunk["sizes"]):
+            batch = {"mel": chunk["mel"][start : start + size], "label": labels[start : start + size],
+                     "worker": chunk["worker"], "last_in_chunk": index == len(chunk["sizes"]) - 1}
+            for name in ("key", "path"):
+                if name in chunk:
+                    batch[name] = chunk[name][start : start + size]
+            start += size
+            yield batch
 
 
 def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> DataLoader:

@@ -10,6 +10,8 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch.nn import functional as F
 
+from trainer.data import iter_batches
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -26,7 +28,7 @@ def evaluate_batches(session: Any, loader) -> Evaluation:
     model = session.model
     model.eval()
     total, truths, preds = 0.0, [], []
-    for batch in loader:
+    for batch in iter_batches(loader):
         x = session.normalise(batch["mel"].to(session.device, non_blocking=True))
         y = batch["label"].to(session.device, non_blocking=True)
         with torch.autocast(session.device.type, dtype=session.amp_dtype, enabled=session.amp_dtype is not None):

@@ -30,7 +30,7 @@ from shared.atomic import write_bytes, write_json
 from shared.config import EARLY_STOP_METRICS, TrainConfig, to_dict
 from trainer import checkpoint
 from trainer.augment import mixup, spec_augment
-from trainer.data import ShardStream, make_loader, shards_of
+from trainer.data import iter_batches
 from trainer.evaluation import evaluate_batches
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
@@ -170,12 +170,12 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
     wait = busy = 0.0
     samples = 0
     tick = time.perf_counter()
-    for batch in s.train_loader:
+    for batch in iter_batches(s.train_loader):
         fetched = time.perf_counter()
         loss, correct, n = train_step(s, batch, state)
-        worker = int(batch["worker"])
+        worker = batch["worker"]
         state.consumed[worker] += 1
-        state.next_worker = (worker + 1) % workers
+        state.next_worker = (worker + 1) % workers if batch["last_in_chunk"] else worker
         state.step += 1
         state.sums["loss"] += loss
         state.sums["correct"] += correct

@@ -1,0 +1,121 @@
+"""Reading shard tars fast and safely: samples out of a WebDataset tar, and `.npy` without pickle.
+
+Python's `tarfile` (which webdataset's tar iterator uses) parses every 512-byte header through
+several layers of Python and `np.load` parses every `.npy` header with `ast.literal_eval`; for
+55 KB mels that was two thirds of a loader worker's time (3,000 samples/s per worker). Here a
+header is one `struct`-free slice and a `.npy` header is parsed once per distinct header, so a
+worker delivers several times more. Only regular USTAR/GNU members are read; the sample
+grouping is webdataset's (`base_plus_ext`): members sharing a key up to the first dot.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from webdataset.tariterators import base_plus_ext
+
+BLOCK = 512
+WANTED = frozenset({"mel.npy", "cls", "json"})
+
+
+class ShardError(ValueError):
+    """A shard that cannot be read; the message names the shard."""
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 size for members over 8 GiB
+        return int.from_bytes(field[1:], "big")
+    text = field.rstrip(b"\0 ").strip()
+    return int(text, 8) if text else 0
+
+
+def _members(handle, url: str) -> Iterator[tuple[str, bytes | None]]:
+    """(name, data) of each regular member; data is None for members we do not want."""
+    long_name = None
+    while True:
+        header = handle.read(BLOCK)
+        if len(header) < BLOCK:
+            if header:
+                raise ShardError(f"{url}: truncated tar header")
+            return
+        if header == bytes(BLOCK):  # end-of-archive marker
+            return
+        if sum(header[:148]) + sum(header[156:]) + 8 * 32 != _octal(header[148:156]):
+            raise ShardError(f"{url}: corrupt tar header (checksum mismatch)")
+        size = _octal(header[124:136])
+        kind = header[156:157]
+        name = long_name or header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if not long_name and header[257:262] == b"ustar" and header[345:346] != b"\0":
+            name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
+        long_name = None
+        padded = size + (-size % BLOCK)
+        if kind == b"L":  # GNU long name for the next member
+            long_name = handle.read(padded)[:size].split(b"\0", 1)[0].decode("utf-8", "replace")
+            continue
+        if kind not in (b"0", b"\0"):  # directories, links, pax headers: nothing to read
+            handle.seek(padded, io.SEEK_CUR)
+            continue
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ShardError(f"{url}: member '{name}' points outside the shard; refusing the shard")
+        if base_plus_ext(name)[1] not in WANTED:  # .pkl, .pyd, ...: never read, never decoded
+            handle.seek(padded, io.SEEK_CUR)
+            yield name, None
+            continue
+        data = handle.read(padded)
+        if len(data) < size:
+            raise ShardError(f"{url}: truncated member '{name}'")
+        yield name, data[:size]
+
+
+def iter_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Samples of one shard as dicts `{"__key__", "__url__", "mel.npy", "cls", "json"}`."""
+    url = str(path)
+    current: dict[str, Any] | None = None
+    with open(path, "rb", buffering=1 << 20) as handle:
+        for name, data in _members(handle, url):
+            key, suffix = base_plus_ext(name)
+            if current is not None and current["__key__"] != key:
+                yield current
+                current = None
+            if current is None:
+                current = {"__key__": key, "__url__": url}
+            if data is not None:
+                current[suffix] = data
+    if current is not None:
+        yield current
+
+
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+_ALLOWED = frozenset({np.dtype("float16"), np.dtype("float32")})
+
+
+def decode_npy(data: bytes, url: str = "") -> np.ndarray:
+    """An array from `.npy` bytes: float16/float32 only, never a pickle, headers parsed once."""
+    if data[:6] != b"\x93NUMPY":
+        raise ShardError(f"{url}: mel.npy is not a .npy file")
+    width = 2 if data[6] == 1 else 4
+    end = 8 + width + int.from_bytes(data[8 : 8 + width], "little")
+    header = data[:end]
+    known = _HEADERS.get(header)
+    if known is None:
+        stream = io.BytesIO(data)
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ShardError(f"{url}: mel.npy has format version {version}; expected 1.0 or 2.0")
+        shape, fortran, dtype = readers[version](stream)
+        if dtype not in _ALLOWED or fortran:
+            raise ShardError(f"{url}: mel.npy holds {dtype}{' (Fortran order)' if fortran else ''}; "
+                             "only float16/float32 arrays are accepted")
+        known = (dtype, tuple(shape), end)
+        if len(_HEADERS) < 64:
+            _HEADERS[header] = known
+    dtype, shape, offset = known
+    count = int(np.prod(shape))
+    if len(data) - offset != count * dtype.itemsize:
+        raise ShardError(f"{url}: mel.npy is truncated")
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
