@@ -85,6 +85,54 @@ def seeds_loop(files: list[Path], augment: bool) -> float:
     return time.perf_counter() - start
 
 
+def phase_profile(files: list[Path]) -> None:
+    """Where a clip's time goes, in one process: the seeds' steps and ours side by side."""
+    import librosa
+
+    from preprocess.shards import _npy_bytes
+    from shared import audio
+    from shared.config import AudioConfig
+    from shared.runtime import tune_allocator
+
+    tune_allocator()
+    cfg = AudioConfig()
+    seeds = dict.fromkeys(("load+resample", "trim", "fix_length", "melspectrogram", "power_to_db"), 0.0)
+    ours = dict.fromkeys(("decode", "resample", "trim", "log-mel", "npy bytes"), 0.0)
+    for repeat in range(2):  # the first pass warms librosa's caches and numba
+        for path in files:
+            t = [time.perf_counter()]
+            y, sr = librosa.load(path, sr=22050)
+            t.append(time.perf_counter())
+            y, _ = librosa.effects.trim(y, top_db=20)
+            t.append(time.perf_counter())
+            y = librosa.util.fix_length(y, size=5 * sr)
+            t.append(time.perf_counter())
+            power = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128)
+            t.append(time.perf_counter())
+            librosa.power_to_db(power)
+            t.append(time.perf_counter())
+            if repeat:
+                for name, a, b in zip(seeds, t, t[1:]):
+                    seeds[name] += b - a
+            t = [time.perf_counter()]
+            raw = audio.decode(path, 44100)
+            t.append(time.perf_counter())
+            y = audio.soxr.resample(raw, 44100, cfg.sr, quality="HQ")
+            t.append(time.perf_counter())
+            y = audio.trim(y, cfg.top_db)
+            t.append(time.perf_counter())
+            mel = audio.clip_to_mel(y, cfg)
+            t.append(time.perf_counter())
+            _npy_bytes(mel)
+            t.append(time.perf_counter())
+            if repeat:
+                for name, a, b in zip(ours, t, t[1:]):
+                    ours[name] += b - a
+    for title, phases in (("seeds' loop", seeds), ("melshard   ", ours)):
+        parts = ", ".join(f"{name} {1000 * v / len(files):.2f}" for name, v in phases.items())
+        print(f"per clip, {title}: {1000 * sum(phases.values()) / len(files):.2f} ms ({parts})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="clips in the small corpus (the large has 4N)")
@@ -103,6 +151,7 @@ def main() -> None:
     seeds = {aug: len(files) / seeds_loop(files, aug) for aug in (False, True)}
     print(f"seeds' loop, no augmentation     : {seeds[False]:7.1f} clips/s")
     print(f"seeds' loop, 1 augmented copy    : {seeds[True]:7.1f} clips/s")
+    phase_profile(files[:100])
 
     env = python_env()
     results = {}

@@ -176,7 +176,9 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: in
         return
     # inner_max_num_threads=1 caps BLAS/OpenMP threads in the loky workers from their start.
     with parallel_config(backend="loky", inner_max_num_threads=1):
-        parallel = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered")
+        # One shard per dispatch: shards are seconds of work each, and joblib's automatic batching
+        # can hand one worker a long tail of them while the other idles.
+        parallel = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered", batch_size=1)
         yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
 
 
