@@ -1,6 +1,7 @@
 """`python -m preprocess SRC --out DIR`: an audio corpus -> WebDataset shards + manifest.
 
-`python -m preprocess demo` generates a synthetic corpus and preprocesses it (no data needed).
+`python -m preprocess demo` generates a synthetic corpus and preprocesses it (no data needed);
+`python -m preprocess inspect DIR` summarises a shard folder and draws mel examples per class.
 
 SRC is a folder with one subfolder per class, or a CSV `path,label[,group][,split]`. Every
 option can come from a TOML file (`--config`): top-level keys for the options below, `[audio]`
@@ -110,8 +111,25 @@ def demo_options(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig
     return RunOptions(corpus / "train", Path(args.out), corpus / "test", args.jobs), DEMO_CONFIG
 
 
+def inspect_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m preprocess inspect",
+                                     description="Summarise a shard folder and draw mel examples per class.")
+    parser.add_argument("folder", help="shard folder with manifest.json")
+    args = parser.parse_args(argv)
+    from preprocess.inspect import inspect
+
+    try:
+        inspect(Path(args.folder))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "inspect":
+        return inspect_main(argv[1:])
     demo = bool(argv) and argv[0] == "demo"
     args = (demo_parser() if demo else build_parser()).parse_args(argv[1:] if demo else argv)
     console = Console(stderr=True)

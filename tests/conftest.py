@@ -24,3 +24,36 @@ def make_shards(root: Path, per_class: int, shard_size: int, copies: int = 0, se
 def tiny_shards(tmp_path_factory) -> Path:
     """4 learnable classes x 12 clips: 38 train samples in 5 shards, 10 val samples."""
     return make_shards(tmp_path_factory.mktemp("tiny"), per_class=12, shard_size=8)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny trained run with an unlabeled test folder (one broken file in it) and its shards."""
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    from tests.audio_fixtures import run_module, tone
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = make_corpus(root / "corpus", per_class=10, labels=("low", "mid", "high", "chirp"))
+    test = root / "test"
+    (test / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    answers = {}
+    for i, label in enumerate(["low", "mid", "high", "chirp"] * 2):
+        name = f"sub/t{i}.wav" if i % 3 == 0 else f"t{i}.wav"
+        sf.write(test / name, tone(label, rng, 16000), 16000)
+        answers[name] = label
+    cfg = PreprocessConfig(audio=TINY_AUDIO, augment=AugmentConfig(copies=0), shard_size=8)
+    run(RunOptions(corpus, root / "shards", test=test, jobs=1), cfg)
+    raw = root / "raw"
+    shutil.copytree(test, raw)
+    (raw / "broken.wav").write_bytes(b"RIFF....not really")
+    result = run_module("trainer", "train", str(root / "shards"), "--out", str(root / "run"), "--model", "cnn",
+                        "--width", "0.25", "--batch-size", "4", "--num-workers", "1", "--lr", "3e-3",
+                        "--epochs", "3", "--mixup-p", "0")
+    assert result.returncode == 0, result.stderr
+    return {"shards": root / "shards", "run": root / "run", "test": test, "raw": raw, "answers": answers,
+            "corpus": corpus}

@@ -1,4 +1,9 @@
-"""`python -m trainer train DIR --out RUN`: train a classifier from shards (see trainer/loop.py).
+"""`python -m trainer`: train | predict | evaluate | demo.
+
+    python -m trainer train DIR --out RUN [options]          (see trainer/loop.py)
+    python -m trainer predict RUN --input X --out submission.csv
+    python -m trainer evaluate RUN --shards DIR [--split val]   (or --input labeled audio)
+    python -m trainer demo                                    (synthetic corpus, end to end)
 
 Every option can come from a TOML file (`--config`, keys as in `TrainConfig`); the command line
 wins. With `--resume` the run continues from RUN/last.pt with the checkpoint's configuration.
@@ -47,6 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML file with TrainConfig keys")
     for flag, spec in TRAIN_OPTIONS.items():
         train.add_argument(flag, **spec)
+
+    predict = commands.add_parser("predict", help="predict a shard split or raw audio into a CSV")
+    predict.add_argument("run", help="run folder with best.pt")
+    predict.add_argument("--input", required=True, help="shard folder, audio folder, or CSV with a path column")
+    predict.add_argument("--out", required=True, help="CSV to write (filename,label)")
+    predict.add_argument("--split", default="test", help="split of a shard folder (default test)")
+    predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
+    predict.add_argument("--tta", action="store_true", help="average over a few time shifts")
+    predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
+
+    evaluate = commands.add_parser("evaluate", help="score a run on labeled data and write RUN/report/")
+    evaluate.add_argument("run", help="run folder with best.pt")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--shards", help="shard folder")
+    source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
+    evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--jobs", type=int, default=0)
+
+    demo = commands.add_parser("demo", help="generate a corpus, preprocess, train, evaluate, predict")
+    demo.add_argument("--work", default="work/demo", help="folder for everything the demo makes")
+    demo.add_argument("--quick", action="store_true", help="a smaller corpus and fewer epochs (for CI)")
     return parser
 
 
@@ -67,6 +96,26 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg, explicit = train_config(args)
             return train(Path(args.shards), Path(args.out), cfg, args.resume, explicit)
+        if args.command == "predict":
+            from trainer.predict import run_predict
+
+            return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
+                               args.probabilities, args.tta, args.allow_missing, args.device, args.jobs)
+        if args.command == "evaluate":
+            from trainer.predict import predict_any
+            from trainer.report import evaluate
+
+            source = Path(args.shards or args.input)
+            predictor, predicted = predict_any(Path(args.run), source, args.split, labeled=True,
+                                               device=args.device, tta=False, jobs=args.jobs)
+            where = f"{source} [{args.split}]" if args.shards else str(source)
+            evaluate(Path(args.run), predictor.labels, predicted, where)
+            print(f"wrote {Path(args.run) / 'report'}")
+            return 0
+        if args.command == "demo":
+            from trainer.demo import run_demo
+
+            return run_demo(Path(args.work), args.quick)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

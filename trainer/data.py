@@ -1,7 +1,7 @@
 """Streaming shards into batches, with an exact, resumable position.
 
 Each DataLoader worker runs a small WebDataset pipeline over its part of the shard list:
-tar members -> samples (`trainer.shardio`) -> webdataset's shuffle buffer, seeded -> skip what a
+tar members -> samples (`shared.shardio`) -> webdataset's shuffle buffer, seeded -> skip what a
 resumed run already consumed (before decoding) -> decode `mel.npy` (numeric arrays only, never
 a pickle) -> batches. Workers
 batch themselves (the DataLoader gets `batch_size=None`), so the main process does no
@@ -34,7 +34,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainer.shardio import decode_npy, iter_samples
+from shared.shardio import decode_npy, iter_samples
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class ShardStream(IterableDataset):
                  "sizes": [len(b) for b in chunk], "worker": worker}
         if self.with_keys:
             batch["key"] = [s["__key__"] for s in samples]
-            batch["path"] = [json.loads(s["json"])["path"] for s in samples]
+            batch["meta"] = [json.loads(s["json"]) if "json" in s else {} for s in samples]
         return batch
 
 
@@ -174,7 +174,7 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
         for index, size in enumerate(chunk["sizes"]):
             batch = {"mel": chunk["mel"][start : start + size], "label": labels[start : start + size],
                      "worker": chunk["worker"], "last_in_chunk": index == len(chunk["sizes"]) - 1}
-            for name in ("key", "path"):
+            for name in ("key", "meta"):
                 if name in chunk:
                     batch[name] = chunk[name][start : start + size]
             start += size

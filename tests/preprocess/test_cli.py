@@ -227,3 +227,18 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path
     taken = run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config))
     assert taken.returncode == 0, taken.stderr
     assert not lock.exists()
+
+
+def test_inspect_summarises_a_shard_folder_and_draws_examples(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=3)
+    (src / "low" / "broken.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    assert run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config), "--jobs", "1").returncode == 0
+    result = run_module("preprocess", "inspect", str(out))
+    assert result.returncode == 0, result.stderr
+    for text in ("n_mels", "train", "empty_file", "inspect.png"):
+        assert text in result.stdout
+    png = (out / "inspect.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    missing = run_module("preprocess", "inspect", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "manifest.json not found" in missing.stderr

@@ -1,0 +1,151 @@
+"""A trained model applied to new data: from shards, or from raw audio through the same
+audio -> mel function (and the audio config stored in the checkpoint) that made the shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+
+from preprocess.sources import Rejection
+from shared.audio import AudioError, file_to_mel
+from shared.config import AudioConfig, from_dict
+from shared.errors import UsageError
+from shared.manifest import read_manifest
+from shared.runtime import limit_threads, tune_allocator
+from trainer import checkpoint
+from trainer.data import ShardStream, iter_batches, make_loader, shards_of
+from trainer.models import build_model
+from trainer.setup import default_workers, pick_amp, pick_device
+
+TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
+
+
+@dataclass
+class Predictor:
+    model: torch.nn.Module
+    labels: list[str]
+    audio: AudioConfig
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    tta: bool = False
+
+    @torch.no_grad()
+    def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
+        """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with TTA)."""
+        x = ((mel.to(self.device, non_blocking=True).float() - self.mean) / self.std).unsqueeze(1)
+        shifts = TTA_SHIFTS if self.tta else (0.0,)
+        total = None
+        for shift in shifts:
+            view = torch.roll(x, int(round(shift * x.shape[-1])), dims=-1) if shift else x
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                probs = torch.softmax(self.model(view).float(), dim=1)
+            total = probs if total is None else total + probs
+        return (total / len(shifts)).cpu()
+
+
+def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bool = False) -> Predictor:
+    """The model of `RUN/best.pt` (or `last.pt`), rebuilt from what the checkpoint records."""
+    path = Path(run) / (checkpoint.BEST if which == "best" else checkpoint.LAST)
+    ckpt = checkpoint.load(path)
+    torch_device = pick_device(device)
+    model = build_model(ckpt["model_name"], ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    model.to(torch_device).eval()
+    stats = ckpt["stats"]
+    return Predictor(model, list(ckpt["labels"]), from_dict(AudioConfig, ckpt["audio"], "audio"),
+                     stats["mel_mean"].to(torch_device)[:, None],
+                     stats["mel_std"].to(torch_device).clamp_min(1e-3)[:, None],
+                     torch_device, pick_amp("auto", torch_device), tta)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """Predictions for a set of inputs, with what is known about each."""
+
+    paths: list[str]
+    probs: np.ndarray  # [N, C]
+    truth: list[str | None]  # label names where known
+    groups: list[str | None]
+    rejected: list[Rejection]
+
+
+def predict_shards(p: Predictor, folder: Path, split: str, batch_size: int = 64, workers: int = 0) -> Predicted:
+    """Predict every sample of a split of a shard folder (original clips only, no augmented copies)."""
+    manifest = read_manifest(folder)
+    if from_dict(AudioConfig, manifest["audio"], "audio") != p.audio:
+        raise UsageError(f"{folder} was made with another audio config than the model's; "
+                         "preprocess with the model's config or predict from raw audio")
+    shards = shards_of(manifest, split)
+    if not shards:
+        raise UsageError(f"{folder} has no '{split}' split (it has {', '.join(manifest['splits'])}); "
+                         "choose one with --split")
+    stream = ShardStream(str(folder), shards, batch_size, min(workers or default_workers(), len(shards)),
+                         seed=0, with_keys=True)
+    stream.start_epoch(0)
+    paths, probs, truth, groups = [], [], [], []
+    for batch in iter_batches(make_loader(stream, p.device.type == "cuda", 2)):
+        keep = [i for i, meta in enumerate(batch["meta"]) if meta.get("copy", 0) == 0]
+        if not keep:
+            continue
+        probs.append(p.probabilities(batch["mel"][keep]).numpy())
+        for i in keep:
+            meta = batch["meta"][i]
+            paths.append(meta["path"])
+            truth.append(meta.get("label"))
+            groups.append(meta.get("group"))
+    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, [])
+
+
+def _mels(paths: list[str], audio: AudioConfig) -> list[np.ndarray | AudioError]:
+    """Worker: the features of a chunk of files, or the reason each one failed."""
+    tune_allocator()
+    limit_threads()
+    results: list[np.ndarray | AudioError] = []
+    for path in paths:
+        try:
+            results.append(file_to_mel(path, audio))
+        except AudioError as exc:
+            results.append(exc)
+    return results
+
+
+def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | None]], jobs: int = 0,
+                  batch_size: int = 64) -> Predicted:
+    """Predict raw audio files `(absolute path, reported path, label, group)` in parallel."""
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    jobs = jobs or default_workers() + 1
+    if jobs == 1 or len(chunks) == 1:
+        results: Iterator[list[Any]] = (_mels([c[0] for c in chunk], p.audio) for chunk in chunks)
+    else:  # features stream in chunk by chunk: memory stays flat however many files there are
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_mels)([c[0] for c in chunk], p.audio) for chunk in chunks)
+    paths, probs, truth, groups, rejected = [], [], [], [], []
+    for chunk, mels in zip(chunks, results):
+        good = [(item, mel) for item, mel in zip(chunk, mels) if not isinstance(mel, AudioError)]
+        rejected += [Rejection(item[1], "decode", mel.reason, mel.detail)
+                     for item, mel in zip(chunk, mels) if isinstance(mel, AudioError)]
+        if good:
+            probs.append(p.probabilities(torch.from_numpy(np.stack([m for _, m in good]))).numpy())
+            for item, _ in good:
+                paths.append(item[1])
+                truth.append(item[2])
+                groups.append(item[3])
+    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups,
+                     rejected)
+
+
+def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:
+    """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV."""
+    from preprocess.sources import list_source
+
+    clips, rejections = list_source(source, labeled=labeled)
+    return [(c.path, c.rel, c.label, c.group) for c in clips], rejections

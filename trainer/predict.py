@@ -1,0 +1,73 @@
+"""`python -m trainer predict RUN --input X --out submission.csv`.
+
+X is a shard folder (its `test` split, or `--split`) or raw audio (a folder or a CSV with a
+`path` column). The CSV has `filename,label` (plus one probability column per class with
+`--probabilities`), one row per input, sorted by filename. Inputs that cannot be decoded go to
+`<out>.errors.csv` and make the exit status 1, unless `--allow-missing`.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.atomic import write_bytes
+from shared.manifest import MANIFEST
+from trainer.inference import Predicted, list_inputs, load_predictor, predict_files, predict_shards
+
+
+def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str, tta: bool, jobs: int,
+                which: str = "best"):
+    """(predictor, predictions) for a shard folder or raw audio."""
+    predictor = load_predictor(run, device, which, tta)
+    if (source / MANIFEST).exists():
+        return predictor, predict_shards(predictor, source, split)
+    items, rejected = list_inputs(source, labeled)
+    predicted = predict_files(predictor, items, jobs)
+    return predictor, Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
+                                rejected + predicted.rejected)
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_submission(out: Path, labels: list[str], predicted: Predicted, probabilities: bool) -> None:
+    frame = pd.DataFrame({"filename": predicted.paths,
+                          "label": [labels[i] for i in predicted.probs.argmax(axis=1)] if len(predicted.paths) else []})
+    if probabilities:
+        for index, name in enumerate(labels):
+            frame[name] = np.round(predicted.probs[:, index], 6) if len(predicted.paths) else []
+    frame = frame.sort_values("filename", kind="stable")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(out, _csv_bytes(frame))
+
+
+def errors_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".errors.csv")
+
+
+def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: bool, tta: bool,
+                allow_missing: bool, device: str, jobs: int) -> int:
+    predictor, predicted = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs)
+    write_submission(out, predictor.labels, predicted, probabilities)
+    errors = errors_path(out)
+    if predicted.rejected:
+        rows = pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
+                            columns=["path", "stage", "reason", "detail"]).sort_values("path")
+        write_bytes(errors, _csv_bytes(rows))
+    else:
+        errors.unlink(missing_ok=True)
+    print(f"wrote {out}: {len(predicted.paths)} predictions"
+          + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else ""))
+    if predicted.rejected and not allow_missing:
+        print(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "
+              "pass --allow-missing to accept a submission without them", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,124 @@
+"""`python -m trainer evaluate RUN --shards DIR [--split val]` (or `--input` labeled audio).
+
+Writes RUN/report/: metrics.json, per_class.csv (precision/recall/F1/support),
+confusion_matrix.csv and .png, training_curves.png (from metrics.csv), predictions.csv and,
+when the data has groups (e.g. speakers), per_group.csv; and shows the figures as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
+
+from shared.atomic import write_bytes, write_json  # noqa: E402
+from shared.errors import UsageError  # noqa: E402
+from trainer.inference import Predicted  # noqa: E402
+
+
+def _save_png(figure, path: Path) -> None:
+    figure.savefig(path.with_name(path.name + ".tmp.png"), dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    path.with_name(path.name + ".tmp.png").replace(path)
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
+    size = max(5.0, 0.55 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), value in np.ndenumerate(matrix):
+        axes.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                  color="white" if value > threshold else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    axes.set_title("confusion matrix")
+    _save_png(figure, path)
+
+
+def plot_curves(metrics_csv: Path, path: Path) -> bool:
+    if not metrics_csv.exists():
+        return False
+    history = pd.read_csv(metrics_csv)
+    if history.empty:
+        return False
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(history["epoch"], history["train_loss"], label="train")
+    axes[0].plot(history["epoch"], history["val_loss"], label="val")
+    axes[0].set_title("loss")
+    axes[1].plot(history["epoch"], history["train_acc"], label="train")
+    axes[1].plot(history["epoch"], history["val_acc"], label="val")
+    axes[1].set_title("accuracy")
+    axes[2].plot(history["epoch"], history["lr"])
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    figure.tight_layout()
+    _save_png(figure, path)
+    return True
+
+
+def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None) -> dict:
+    """Score labeled predictions and write RUN/report/."""
+    known = [i for i, t in enumerate(predicted.truth) if t is not None]
+    if not known:
+        raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({predicted.truth[i] for i in known} - index.keys())
+    if unknown:
+        raise UsageError(f"{source} has labels the model never saw: {unknown[:5]}")
+    y_true = np.array([index[predicted.truth[i]] for i in known])
+    y_pred = predicted.probs[known].argmax(axis=1)
+    report = run / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    classes = list(range(len(labels)))
+    per_class = classification_report(y_true, y_pred, labels=classes, target_names=labels,
+                                      output_dict=True, zero_division=0)
+    metrics = {"source": source, "samples": len(known),
+               "accuracy": float(accuracy_score(y_true, y_pred)),
+               "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))}
+    table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in ("precision", "recall", "f1-score", "support")}}
+                          for name in labels]).rename(columns={"f1-score": "f1"})
+    matrix = confusion_matrix(y_true, y_pred, labels=classes)
+    write_bytes(report / "per_class.csv", table.to_csv(index=False).encode())
+    write_bytes(report / "confusion_matrix.csv",
+                pd.DataFrame(matrix, index=labels, columns=labels).rename_axis("true").to_csv().encode())
+    plot_confusion(matrix, labels, report / "confusion_matrix.png")
+    plot_curves(run / "metrics.csv", report / "training_curves.png")
+    rows = pd.DataFrame({"path": [predicted.paths[i] for i in known], "label": [predicted.truth[i] for i in known],
+                         "predicted": [labels[j] for j in y_pred]}).sort_values("path")
+    write_bytes(report / "predictions.csv", rows.to_csv(index=False).encode())
+    groups = [predicted.groups[i] for i in known]
+    if any(g is not None for g in groups):
+        by_group = pd.DataFrame({"group": groups, "correct": y_true == y_pred}).groupby("group")["correct"]
+        per_group = pd.DataFrame({"samples": by_group.size(), "accuracy": by_group.mean()}).reset_index()
+        write_bytes(report / "per_group.csv", per_group.to_csv(index=False).encode())
+        metrics["worst_group"] = {"group": str(per_group.loc[per_group["accuracy"].idxmin(), "group"]),
+                                  "accuracy": float(per_group["accuracy"].min())}
+    write_json(report / "metrics.json", metrics)
+    _show(metrics, table, console or Console())
+    return metrics
+
+
+def _show(metrics: dict, table: pd.DataFrame, console: Console) -> None:
+    view = Table(title=f"{metrics['source']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        view.add_column(column, justify="left" if column == "class" else "right")
+    for row in table.itertuples(index=False):
+        view.add_row(str(row[0]), f"{row[1]:.3f}", f"{row[2]:.3f}", f"{row[3]:.3f}", str(int(row[4])))
+    console.print(view)
