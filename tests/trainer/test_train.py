@@ -154,7 +154,7 @@ def test_resume_is_refused_for_other_shards_or_another_model(tiny_shards, refere
 
 def test_bf16_autocast_runs_on_cpu_with_resnet9(tiny_shards, tmp_path):
     result = run_module("trainer", "train", str(tiny_shards), "--out", str(tmp_path / "run"), "--model", "resnet9",
-                        "--width", "0.125", "--epochs", "1", "--amp", "bf16", "--batch-size", "8",
+                        "--width", "0.125", "--epochs", "1", "--amp", "bf16", "--batch-size", "8", "--channels-last",
                         "--num-workers", "1")
     assert result.returncode == 0, result.stderr
     assert np.isfinite(float(_metrics(tmp_path / "run")[0]["train_loss"]))
