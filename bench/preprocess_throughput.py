@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, python_env, run_measured  # noqa: E402
+from bench.common import REPO, machine, python_env, run_measured  # noqa: E402
 from preprocess.synth import CLASSES, synth  # noqa: E402
 
 SR_IN = 44100
@@ -183,6 +184,17 @@ def main() -> None:
                   f"peak RSS N {m1 / 2**20:5.0f} MiB, 4N {m4 / 2**20:5.0f} MiB ({m4 / m1:4.2f}x)")
     for copies in (0, 1):
         print(f"scaling 1 -> 2 jobs, {copies} augmented copies: {results[copies, 2] / results[copies, 1]:.2f}x")
+
+    # The machine's own limit on scaling: two independent single-process runs at the same time.
+    outs = [work / f"out-pair-{i}" for i in (0, 1)]
+    pair = [subprocess.Popen([sys.executable, "-m", "preprocess", str(work / "4N"), "--out", str(out), "--jobs", "1",
+                              "--augment-copies", "0", "--val-fraction", "0", "--shard-size", str(max(8, args.n // 8))],
+                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for out in outs]
+    for process in pair:
+        process.wait()
+    rates = [steady_rate(out, 1) for out in outs]
+    print(f"two independent --jobs 1 runs at once: {rates[0]:.1f} and {rates[1]:.1f} clips/s, together "
+          f"{sum(rates) / results[0, 1]:.2f}x one run alone")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
