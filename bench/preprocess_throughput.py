@@ -177,7 +177,7 @@ def main() -> None:
                            "--shard-size", str(max(8, n // 32 * (1 + copies)))]
                 row[label] = (n, *run_measured(command, env), steady_rate(out, jobs))
                 shutil.rmtree(out)
-            (n1, _, m1, _), (n4, t4, m4, steady) = row["N"], row["4N"]
+            (_, _, m1, _), (n4, t4, m4, steady) = row["N"], row["4N"]
             results[copies, jobs] = steady
             print(f"preprocess --jobs {jobs} --augment-copies {copies}: 4N end to end {n4 / t4:6.1f} clips/s, "
                   f"steady {steady:6.1f} clips/s ({steady / seeds[bool(copies)]:4.2f}x seeds); "

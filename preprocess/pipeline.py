@@ -24,7 +24,7 @@ from rich.console import Console
 
 from preprocess.lock import OutputLock
 from preprocess.plan import ShardJob, job_fingerprint, plan_shards
-from preprocess.report import summary, track
+from preprocess.report import track
 from preprocess.shards import JOURNAL, journal_path, write_shard
 from preprocess.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
 from preprocess.split import assign_splits

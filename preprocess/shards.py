@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from preprocess.augment import make_augmentation
 from preprocess.plan import Item, ShardJob, copy_key, job_fingerprint
-from shared.atomic import fsync_dir, temp_path, write_json
+from shared.atomic import atomic_open, write_json
 from shared.audio import AudioError, clip_to_mel, load_clip
 from shared.config import PreprocessConfig
 from shared.runtime import limit_threads, tune_allocator
@@ -66,6 +65,36 @@ def journal_path(out: Path, name: str) -> Path:
     return out / JOURNAL / "done" / f"{name}.json"
 
 
+def _sample(item: Item, copy: int, key: str, augment: str | None, mel: np.ndarray, seconds: float) -> dict:
+    """A WebDataset sample: `KEY.mel.npy`, `KEY.json` and, when labeled, `KEY.cls`."""
+    meta = {"path": item.rel, "label": item.label, "copy": copy, "augment": augment,
+            "duration_s": round(seconds, 4)}
+    if item.group is not None:
+        meta["group"] = item.group
+    sample = {"__key__": key, "mel.npy": _npy_bytes(mel), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    if item.cls is not None:
+        sample["cls"] = str(item.cls).encode("ascii")
+    return sample
+
+
+class _BandStats:
+    """Per-band sums of the train split's mels (float64), merged across shards in plan order."""
+
+    def __init__(self, n_mels: int):
+        self.sum = np.zeros(n_mels)
+        self.sumsq = np.zeros(n_mels)
+        self.frames = 0
+
+    def add(self, mel: np.ndarray) -> None:
+        values = mel.astype(np.float64)
+        self.sum += values.sum(axis=1)
+        self.sumsq += np.square(values).sum(axis=1)
+        self.frames += values.shape[1]
+
+    def to_dict(self) -> dict:
+        return {"sum": self.sum.tolist(), "sumsq": self.sumsq.tolist(), "frames": self.frames}
+
+
 def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any]:
     """Write `job`'s shard under `out` and return (and journal) its record."""
     import webdataset as wds  # imported here: the parent never needs it
@@ -73,61 +102,34 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
     tune_allocator()
     limit_threads()
     out_dir = Path(out)
-    final = out_dir / job.name
-    tmp = temp_path(final)
-    n_mels = cfg.audio.n_mels
-    band_sum = np.zeros(n_mels)
-    band_sumsq = np.zeros(n_mels)
-    frames = 0
+    stats = _BandStats(cfg.audio.n_mels)
     per_class: dict[str, int] = {}
     errors: list[list[str]] = []
-    written = 0
-    n_samples = 0
-    try:
-        with tmp.open("wb") as handle:
-            hashed = _HashingWriter(handle)
-            with wds.TarWriter(hashed, encoder=False, mtime=TAR_MTIME) as sink:
-                for item in job.items:
-                    try:
-                        samples = _item_samples(item, cfg)
-                    except AudioError as exc:
-                        errors.append([item.rel, "decode", exc.reason, exc.detail])
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - no input may vanish silently
-                        errors.append([item.rel, "features", "error", f"{type(exc).__name__}: {exc}"])
-                        continue
-                    for copy, (key, augment, mel, seconds) in enumerate(samples):
-                        meta = {"path": item.rel, "label": item.label, "copy": copy,
-                                "augment": augment, "duration_s": round(seconds, 4)}
-                        if item.group is not None:
-                            meta["group"] = item.group
-                        sample = {"__key__": key, "mel.npy": _npy_bytes(mel),
-                                  "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
-                        if item.cls is not None:
-                            sample["cls"] = str(item.cls).encode("ascii")
-                        sink.write(sample)
-                        if job.split == "train":
-                            values = mel.astype(np.float64)
-                            band_sum += values.sum(axis=1)
-                            band_sumsq += np.square(values).sum(axis=1)
-                            frames += values.shape[1]
-                    written += 1
-                    n_samples += len(samples)
-                    if item.label is not None:
-                        per_class[item.label] = per_class.get(item.label, 0) + len(samples)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(out_dir)
+    clips = samples_written = 0
+    with atomic_open(out_dir / job.name) as handle:
+        hashed = _HashingWriter(handle)
+        with wds.TarWriter(hashed, encoder=False, mtime=TAR_MTIME) as sink:
+            for item in job.items:
+                try:
+                    samples = _item_samples(item, cfg)
+                except AudioError as exc:
+                    errors.append([item.rel, "decode", exc.reason, exc.detail])
+                    continue
+                except Exception as exc:  # noqa: BLE001 - no input may vanish silently
+                    errors.append([item.rel, "features", "error", f"{type(exc).__name__}: {exc}"])
+                    continue
+                for copy, (key, augment, mel, seconds) in enumerate(samples):
+                    sink.write(_sample(item, copy, key, augment, mel, seconds))
+                    if job.split == "train":
+                        stats.add(mel)
+                clips += 1
+                samples_written += len(samples)
+                if item.label is not None:
+                    per_class[item.label] = per_class.get(item.label, 0) + len(samples)
     record = {
         "name": job.name, "split": job.split, "fingerprint": job_fingerprint(job, cfg),
-        "samples": n_samples,
-        "clips": written, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
-        "per_class": dict(sorted(per_class.items())), "errors": errors,
-        "stats": {"sum": band_sum.tolist(), "sumsq": band_sumsq.tolist(), "frames": frames},
+        "samples": samples_written, "clips": clips, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
+        "per_class": dict(sorted(per_class.items())), "errors": errors, "stats": stats.to_dict(),
     }
     write_json(journal_path(out_dir, job.name), record)
     return record

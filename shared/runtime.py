@@ -33,8 +33,12 @@ def tune_allocator() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def limit_threads() -> None:
-    """One BLAS/OpenMP/torch thread per process: the parallelism is across processes."""
+    """One BLAS/OpenMP/torch thread per process: the parallelism is across processes.
+
+    Once per process: threadpoolctl scans every loaded library (about 5 ms a call).
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)

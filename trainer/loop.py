@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shared.atomic import write_bytes, write_json
-from shared.config import EARLY_STOP_METRICS, TrainConfig, to_dict
+from shared.atomic import write_bytes
+from shared.config import EARLY_STOP_METRICS, TrainConfig
 from trainer import checkpoint
 from trainer.augment import mixup, spec_augment
 from trainer.data import iter_batches

@@ -7,7 +7,6 @@ when the data has groups (e.g. speakers), per_group.csv; and shows the figures a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib

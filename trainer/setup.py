@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
