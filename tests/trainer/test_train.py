@@ -185,3 +185,16 @@ def test_models_take_any_mel_size(name):
     model = build_model(name, model_args(7, 0.25, 0.1)).eval()
     for shape in ((2, 1, 32, 40), (1, 1, 128, 216)):
         assert model(torch.zeros(shape)).shape == (shape[0], 7)
+
+
+def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(reference, tiny_shards, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    resumed = _train(tiny_shards, run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "warning" in resumed.stderr and "last.prev.pt" in resumed.stderr
+    _assert_same_weights(run / "last.pt", reference / "last.pt")
