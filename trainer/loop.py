@@ -218,7 +218,7 @@ def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set
     write_metrics(run, state.history)
     progress = EpochProgress(cfg.epochs)
     with StopRequest() as stop:
-        while state.epoch < cfg.epochs:
+        while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:  # a finished run stays finished
             figures = train_epoch(s, state, stop, progress)
             if figures is None:
                 checkpoint.save(run / checkpoint.LAST, checkpoint_payload(s, state), keep_backup=True)

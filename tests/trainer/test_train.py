@@ -136,7 +136,11 @@ def test_early_stopping_stops(tiny_shards, tmp_path):
                     "--lr", "1e-9", "--mixup-p", "0")
     assert result.returncode == 0, result.stderr
     assert "early stopping" in result.stderr
-    assert len(_metrics(run)) < 10
+    epochs = len(_metrics(run))
+    assert epochs < 10
+    again = run_module("trainer", "train", str(tiny_shards), "--out", str(run), "--resume")  # stays finished
+    assert again.returncode == 0, again.stderr
+    assert len(_metrics(run)) == epochs
 
 
 def test_resume_is_refused_for_other_shards_or_another_model(tiny_shards, reference, tmp_path):
