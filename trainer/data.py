@@ -181,6 +181,21 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
             yield batch
 
 
+class BandNorm:
+    """Per-band standardisation of float16 mels `[B, M, T]` -> float32 `[B, 1, M, T]`.
+
+    The one copy used by training, evaluation and prediction, so the model always sees inputs
+    scaled the same way. Bands with (near) zero spread are floored so they cannot blow up.
+    """
+
+    def __init__(self, mean, std, device: torch.device):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(device).reshape(-1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(device).clamp_min(1e-3).reshape(-1, 1)
+
+    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
+        return ((mel.to(self.mean.device, non_blocking=True).float() - self.mean) / self.std).unsqueeze(1)
+
+
 def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> DataLoader:
     """A DataLoader over a `ShardStream`: one process per logical worker, kept across epochs."""
     return DataLoader(

@@ -20,7 +20,7 @@ from shared.errors import UsageError
 from shared.manifest import read_manifest
 from shared.runtime import limit_threads, tune_allocator
 from trainer import checkpoint
-from trainer.data import ShardStream, iter_batches, make_loader, shards_of
+from trainer.data import BandNorm, ShardStream, iter_batches, make_loader, shards_of
 from trainer.models import build_model
 from trainer.setup import default_workers, pick_amp, pick_device
 
@@ -32,8 +32,7 @@ class Predictor:
     model: torch.nn.Module
     labels: list[str]
     audio: AudioConfig
-    mean: torch.Tensor
-    std: torch.Tensor
+    norm: BandNorm
     device: torch.device
     amp_dtype: torch.dtype | None
     tta: bool = False
@@ -41,7 +40,7 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
         """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with TTA)."""
-        x = ((mel.to(self.device, non_blocking=True).float() - self.mean) / self.std).unsqueeze(1)
+        x = self.norm(mel)
         shifts = TTA_SHIFTS if self.tta else (0.0,)
         total = None
         for shift in shifts:
@@ -62,9 +61,7 @@ def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bo
     model.to(torch_device).eval()
     stats = ckpt["stats"]
     return Predictor(model, list(ckpt["labels"]), from_dict(AudioConfig, ckpt["audio"], "audio"),
-                     stats["mel_mean"].to(torch_device)[:, None],
-                     stats["mel_std"].to(torch_device).clamp_min(1e-3)[:, None],
-                     torch_device, pick_amp("auto", torch_device), tta)
+                     BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device, pick_amp("auto", torch_device), tta)
 
 
 @dataclass(frozen=True)

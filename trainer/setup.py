@@ -22,7 +22,7 @@ from shared.config import TrainConfig, from_dict, to_dict
 from shared.errors import UsageError
 from shared.manifest import read_manifest
 from trainer import checkpoint
-from trainer.data import ShardStream, make_loader, shards_of
+from trainer.data import BandNorm, ShardStream, make_loader, shards_of
 from trainer.models import build_model, model_args
 
 
@@ -89,14 +89,13 @@ class Session:
     train_stream: ShardStream
     train_loader: Any
     val_loader: Any
-    mean: torch.Tensor
-    std: torch.Tensor
+    norm: BandNorm
     resumed: dict[str, Any] | None
     writer: Any = None
 
     def normalise(self, mel: torch.Tensor) -> torch.Tensor:
         """float16 `[B, M, T]` -> normalised float32 `[B, 1, M, T]`, on the device."""
-        x = ((mel.float() - self.mean) / self.std).unsqueeze(1)
+        x = self.norm(mel)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def identity(self) -> dict[str, Any]:
@@ -106,7 +105,7 @@ class Session:
             "model_name": self.cfg.model,
             "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout),
             "labels": labels, "audio": self.manifest["audio"], "train_config": to_dict(self.cfg),
-            "stats": {"mel_mean": self.mean.cpu().flatten(), "mel_std": self.std.cpu().flatten()},
+            "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
             "manifest_fingerprint": manifest_fingerprint(self.manifest),
         }
 
@@ -174,9 +173,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         val_stream = ShardStream(str(shards), val_shards, cfg.batch_size, min(cfg.num_workers, len(val_shards)),
                                  cfg.seed)
         val_loader = make_loader(val_stream, pin, cfg.prefetch_factor)
-    stats = manifest["stats"]
-    mean = torch.tensor(stats["mel_mean"], dtype=torch.float32, device=device)[:, None]
-    std = torch.tensor(stats["mel_std"], dtype=torch.float32, device=device).clamp_min(1e-3)[:, None]
+    norm = BandNorm(manifest["stats"]["mel_mean"], manifest["stats"]["mel_std"], device)
     write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards),
                                      "manifest_fingerprint": manifest_fingerprint(manifest),
                                      "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
@@ -188,5 +185,5 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     except ImportError:  # tensorboard is optional
         pass
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
-                   scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, mean, std,
+                   scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
                    resumed, writer)
