@@ -67,11 +67,11 @@ def fold(work: Path, name: str, test_speaker: str | None, args: argparse.Namespa
     write_csv(table, test_speaker)
     start = time.perf_counter()
     command("preprocess", str(table), "--out", str(folder / "shards"), "--config",
-            str(CONFIGS / "fsdd_preprocess.toml"), "--overwrite")
+            str(args.preprocess_config), "--overwrite")
     prep = time.perf_counter() - start
     run = folder / f"run-{args.model}"
     train = ["trainer", "train", str(folder / "shards"), "--out", str(run), "--model", args.model,
-             "--width", str(args.width), "--config", str(CONFIGS / "fsdd_train.toml")]
+             "--width", str(args.width), "--config", str(args.train_config)]
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
     if (run / "last.pt").exists():
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the config's epochs")
     parser.add_argument("--folds", default=",".join(SPEAKERS), help="loso: speakers to hold out")
     parser.add_argument("--work", default="/tmp/melshard-fsdd")
+    parser.add_argument("--preprocess-config", type=Path, default=CONFIGS / "fsdd_preprocess.toml")
+    parser.add_argument("--train-config", type=Path, default=CONFIGS / "fsdd_train.toml")
     args = parser.parse_args()
     if not FSDD.is_dir():
         sys.exit(f"{FSDD} is absent: this benchmark needs the FSDD recordings")

@@ -10,3 +10,23 @@ class UsageError(Exception):
 
 class ConfigError(UsageError):
     """A configuration value is missing, unknown or out of range."""
+
+
+class DataError(Exception):
+    """Input data that cannot be used as it is (a damaged shard, say).
+
+    Entry points print the message on one line and exit with status 1.
+    """
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` as one line, also when a DataLoader worker re-raised it.
+
+    A worker's exception reaches the main process with the worker's traceback in its message;
+    its last line is the original `module.Class: message`.
+    """
+    text = str(exc).strip()
+    if "Traceback" not in text:
+        return text.splitlines()[0] if text else type(exc).__name__
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 from webdataset.tariterators import base_plus_ext
 
+from shared.errors import DataError
+
 BLOCK = 512
 WANTED = frozenset({"mel.npy", "cls", "json"})
 
 
-class ShardError(ValueError):
+class ShardError(DataError, ValueError):
     """A shard that cannot be read; the message names the shard."""
 
 

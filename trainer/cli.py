@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from shared.config import TrainConfig, from_dict, load_toml
-from shared.errors import UsageError
+from shared.errors import DataError, UsageError, one_line
 
 # command-line option -> TrainConfig field (argparse dest)
 TRAIN_OPTIONS = {
@@ -40,6 +40,12 @@ TRAIN_OPTIONS = {
     "--channels-last": dict(action="store_true", default=None, help="channels-last memory format"),
     "--compile": dict(action="store_true", default=None, help="torch.compile the model"),
 }
+
+
+def _bad_shard_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--on-bad-shard", choices=["fail", "skip"], default="fail",
+                         help="a shard whose size or sha256 differs from the manifest: stop (default) "
+                              "or go on without it, reporting the samples lost")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--jobs", type=int, default=0)
+    for command in (train, predict, evaluate):
+        _bad_shard_option(command)
 
     demo = commands.add_parser("demo", help="generate a corpus, preprocess, train, evaluate, predict")
     demo.add_argument("--work", default="work/demo", help="folder for everything the demo makes")
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.loop import train
 
             cfg, explicit = train_config(args)
-            return train(Path(args.shards), Path(args.out), cfg, args.resume, explicit)
+            return train(Path(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard)
         if args.command == "predict":
             from trainer.predict import run_predict
 
@@ -119,4 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DataError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 2

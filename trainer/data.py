@@ -34,6 +34,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from shared.integrity import BadShard, check_shards
 from shared.shardio import decode_npy, iter_samples
 
 
@@ -204,6 +205,18 @@ def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> 
     )
 
 
-def shards_of(manifest: dict[str, Any], split: str) -> list[Shard]:
+def shard_entries(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """The manifest's entries (name, samples, bytes, sha256) of one split's shards."""
     info = manifest.get("splits", {}).get(split)
-    return [Shard(s["name"], s["samples"]) for s in info["shards"]] if info else []
+    return list(info["shards"]) if info else []
+
+
+def shards_of(manifest: dict[str, Any], split: str) -> list[Shard]:
+    return [Shard(s["name"], s["samples"]) for s in shard_entries(manifest, split)]
+
+
+def checked_shards(folder: str | Path, manifest: dict[str, Any], split: str,
+                   policy: str) -> tuple[list[Shard], list[BadShard]]:
+    """A split's shards that match the manifest, and the damaged ones (see `shared.integrity`)."""
+    good, bad = check_shards(folder, shard_entries(manifest, split), policy)
+    return [Shard(s["name"], s["samples"]) for s in good], bad

@@ -36,7 +36,7 @@ from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1",
-                  "samples_per_s", "data_wait_fraction", "seconds"]
+                  "samples_per_s", "data_wait_fraction", "seconds", "lost_train_samples", "lost_val_samples"]
 
 
 @dataclass
@@ -208,9 +208,10 @@ def _improved(cfg: TrainConfig, state: State, value: float) -> bool:
     return value > state.best + cfg.min_delta
 
 
-def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str]) -> int:
+def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
+          on_bad_shard: str = "fail") -> int:
     """Train (or resume) a run; returns the exit status."""
-    s = open_session(shards, run, cfg, resume, explicit)
+    s = open_session(shards, run, cfg, resume, explicit, on_bad_shard)
     cfg = s.cfg
     state = restore(s, s.resumed) if s.resumed else State()
     if s.resumed:
@@ -232,7 +233,8 @@ def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set
                    "val_loss": val.loss if val else float("nan"),
                    "val_acc": val.accuracy if val else float("nan"),
                    "val_f1": val.macro_f1 if val else float("nan"),
-                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds")}}
+                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds")},
+                   "lost_train_samples": s.lost_samples("train"), "lost_val_samples": s.lost_samples("val")}
             state.history.append(row)
             progress.summary(row)
             metric = row[cfg.early_stop_metric]
@@ -257,4 +259,8 @@ def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set
     s.close()
     print(f"done: best {cfg.early_stop_metric} {state.best if state.best is not None else float('nan'):.4f} "
           f"at epoch {state.best_epoch}; {run / checkpoint.BEST}")
+    if s.lost:
+        print(f"warning: trained without {s.lost_samples('train')} train and {s.lost_samples('val')} val samples "
+              f"of damaged shards ({', '.join(b.name for bad in s.lost.values() for b in bad)}); "
+              f"see {run / 'config.json'}", file=sys.stderr)
     return 0

@@ -109,8 +109,20 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         write_bytes(report / "per_group.csv", per_group.to_csv(index=False).encode())
         metrics["worst_group"] = {"group": str(per_group.loc[per_group["accuracy"].idxmin(), "group"]),
                                   "accuracy": float(per_group["accuracy"].min())}
+    # Inputs that could not be scored (undecodable audio, damaged shards) are counted, never dropped.
+    metrics["not_evaluated"] = len(predicted.rejected)
+    skipped = report / "not_evaluated.csv"
+    if predicted.rejected:
+        frame = pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
+                             columns=["path", "stage", "reason", "detail"])
+        write_bytes(skipped, frame.to_csv(index=False).encode())
+    else:
+        skipped.unlink(missing_ok=True)
     write_json(report / "metrics.json", metrics)
     _show(metrics, table, console or Console())
+    if predicted.rejected:
+        (console or Console(stderr=True)).print(
+            f"warning: {len(predicted.rejected)} inputs could not be evaluated; see {skipped}")
     return metrics
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from torch import nn
 
 from shared.atomic import write_json
 from shared.config import TrainConfig, from_dict, to_dict
-from shared.errors import UsageError
+from shared.errors import DataError, UsageError
 from shared.manifest import read_manifest
 from trainer import checkpoint
-from trainer.data import BandNorm, ShardStream, make_loader, shards_of
+from shared.integrity import BadShard, describe_loss
+from trainer.data import BandNorm, ShardStream, checked_shards, make_loader
 from trainer.models import build_model, model_args
 
 
@@ -91,7 +93,11 @@ class Session:
     val_loader: Any
     norm: BandNorm
     resumed: dict[str, Any] | None
+    lost: dict[str, list[BadShard]]  # split -> damaged shards left out (--on-bad-shard skip)
     writer: Any = None
+
+    def lost_samples(self, split: str) -> int:
+        return sum(b.samples for b in self.lost.get(split, []))
 
     def normalise(self, mel: torch.Tensor) -> torch.Tensor:
         """float16 `[B, M, T]` -> normalised float32 `[B, 1, M, T]`, on the device."""
@@ -107,6 +113,7 @@ class Session:
             "labels": labels, "audio": self.manifest["audio"], "train_config": to_dict(self.cfg),
             "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
             "manifest_fingerprint": manifest_fingerprint(self.manifest),
+            "skipped_shards": sorted(b.name for bad in self.lost.values() for b in bad),
         }
 
     def log_epoch(self, row: dict[str, float]) -> None:
@@ -138,10 +145,30 @@ def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConf
     return TrainConfig(**{**to_dict(saved), "device": cfg.device}) if "device" in explicit else saved
 
 
-def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str]) -> Session:
+def _check_damage(shards: Path, manifest: dict[str, Any], policy: str,
+                  resumed: dict[str, Any] | None) -> tuple[dict[str, list], dict[str, list[BadShard]]]:
+    """The good shards of train and val, and the damaged ones (`fail` stops at the first)."""
+    good, lost = {}, {}
+    for split in ("train", "val"):
+        good[split], bad = checked_shards(shards, manifest, split, policy)
+        if bad:
+            lost[split] = bad
+            print(f"warning: {split}: {describe_loss(bad)}; going on without them (--on-bad-shard skip)",
+                  file=sys.stderr)
+    if resumed is not None:
+        before = sorted(resumed.get("skipped_shards", []))
+        now = sorted(b.name for bad in lost.values() for b in bad)
+        if before != now:
+            raise UsageError(f"cannot resume exactly: the damaged shards are now {now or 'none'}, "
+                             f"the checkpoint was trained without {before or 'none'}; rerun preprocess on "
+                             f"{shards} to repair them, or start a new --out")
+    return good, lost
+
+
+def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
+                 on_bad_shard: str = "fail") -> Session:
     manifest = read_manifest(shards)
-    train_shards = shards_of(manifest, "train")
-    if not train_shards:
+    if not manifest.get("splits", {}).get("train", {}).get("shards"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
     resumed = None
     if resume:
@@ -149,6 +176,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         cfg = _check_resume(resumed, manifest, cfg, explicit)
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    good, lost = _check_damage(shards, manifest, on_bad_shard, resumed)
+    train_shards, val_shards = good["train"], good["val"]
+    if not train_shards:
+        raise DataError(f"every train shard of {shards} is damaged; rerun preprocessing")
     if cfg.num_workers == 0:
         cfg = TrainConfig(**{**to_dict(cfg), "num_workers": default_workers()})
     run.mkdir(parents=True, exist_ok=True)
@@ -167,7 +198,6 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
-    val_shards = shards_of(manifest, "val")
     val_loader = None
     if val_shards:
         val_stream = ShardStream(str(shards), val_shards, cfg.batch_size, min(cfg.num_workers, len(val_shards)),
@@ -176,6 +206,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     norm = BandNorm(manifest["stats"]["mel_mean"], manifest["stats"]["mel_std"], device)
     write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards),
                                      "manifest_fingerprint": manifest_fingerprint(manifest),
+                                     "skipped_shards": {split: [vars(b) for b in bad] for split, bad in lost.items()},
                                      "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
     writer = None
     try:
@@ -186,4 +217,4 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         pass
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
                    scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
-                   resumed, writer)
+                   resumed, lost, writer)
