@@ -1,5 +1,7 @@
 """Exceptions that carry a one-line message meant for the user."""
 
+import errno
+
 
 class UsageError(Exception):
     """A mistake in the command line, a config file or the input layout.
@@ -30,3 +32,17 @@ def one_line(exc: BaseException) -> str:
         return text.splitlines()[0] if text else type(exc).__name__
     last = text.splitlines()[-1]
     return last.split(": ", 1)[1] if ": " in last else last
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a write that failed because the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def disk_full_line(exc: OSError, rerun: str) -> str:
+    """'no space left on device writing X; free space and <rerun>' for a full disk."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or 'no space left on device'}{where}; nothing half-written was kept: free space and {rerun}"

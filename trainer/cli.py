@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from shared.config import TrainConfig, from_dict, load_toml
-from shared.errors import DataError, UsageError, one_line
+from shared.errors import DataError, UsageError, disk_full_line, is_disk_full, one_line
 
 # command-line option -> TrainConfig field (argparse dest)
 TRAIN_OPTIONS = {
@@ -108,14 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.predict import run_predict
 
             return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
-                               args.probabilities, args.tta, args.allow_missing, args.device, args.jobs)
+                               args.probabilities, args.tta, args.allow_missing, args.device, args.jobs,
+                               args.on_bad_shard)
         if args.command == "evaluate":
             from trainer.predict import predict_any
             from trainer.report import evaluate
 
             source = Path(args.shards or args.input)
             predictor, predicted = predict_any(Path(args.run), source, args.split, labeled=True,
-                                               device=args.device, tta=False, jobs=args.jobs)
+                                               device=args.device, tta=False, jobs=args.jobs,
+                                               on_bad_shard=args.on_bad_shard)
             where = f"{source} [{args.split}]" if args.shards else str(source)
             evaluate(Path(args.run), predictor.labels, predicted, where)
             print(f"wrote {Path(args.run) / 'report'}")
@@ -129,5 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"error: {disk_full_line(exc, 'rerun with --resume (the last complete checkpoint is kept)')}",
+              file=sys.stderr)
         return 1
     return 2

@@ -20,7 +20,7 @@ from shared.errors import UsageError
 from shared.manifest import read_manifest
 from shared.runtime import limit_threads, tune_allocator
 from trainer import checkpoint
-from trainer.data import BandNorm, ShardStream, iter_batches, make_loader, shards_of
+from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
 from trainer.models import build_model
 from trainer.setup import default_workers, pick_amp, pick_device
 
@@ -75,16 +75,23 @@ class Predicted:
     rejected: list[Rejection]
 
 
-def predict_shards(p: Predictor, folder: Path, split: str, batch_size: int = 64, workers: int = 0) -> Predicted:
-    """Predict every sample of a split of a shard folder (original clips only, no augmented copies)."""
+def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "fail", batch_size: int = 64,
+                   workers: int = 0) -> Predicted:
+    """Predict every sample of a split of a shard folder (original clips only, no augmented copies).
+
+    Damaged shards stop it (`on_bad_shard="fail"`) or become one rejection each (`"skip"`).
+    """
     manifest = read_manifest(folder)
     if from_dict(AudioConfig, manifest["audio"], "audio") != p.audio:
         raise UsageError(f"{folder} was made with another audio config than the model's; "
                          "preprocess with the model's config or predict from raw audio")
-    shards = shards_of(manifest, split)
-    if not shards:
+    if not shards_of(manifest, split):
         raise UsageError(f"{folder} has no '{split}' split (it has {', '.join(manifest['splits'])}); "
                          "choose one with --split")
+    shards, bad = checked_shards(folder, manifest, split, on_bad_shard)
+    lost = [Rejection(b.name, "shard", "damaged", f"{b.samples} samples: {b.reason}") for b in bad]
+    if not shards:
+        return Predicted([], np.zeros((0, len(p.labels))), [], [], lost)
     stream = ShardStream(str(folder), shards, batch_size, min(workers or default_workers(), len(shards)),
                          seed=0, with_keys=True)
     stream.start_epoch(0)
@@ -99,7 +106,7 @@ def predict_shards(p: Predictor, folder: Path, split: str, batch_size: int = 64,
             paths.append(meta["path"])
             truth.append(meta.get("label"))
             groups.append(meta.get("group"))
-    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, [])
+    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, lost)
 
 
 def _mels(paths: list[str], audio: AudioConfig) -> list[np.ndarray | AudioError]:

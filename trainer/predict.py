@@ -21,11 +21,11 @@ from trainer.inference import Predicted, list_inputs, load_predictor, predict_fi
 
 
 def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str, tta: bool, jobs: int,
-                which: str = "best"):
+                which: str = "best", on_bad_shard: str = "fail"):
     """(predictor, predictions) for a shard folder or raw audio."""
     predictor = load_predictor(run, device, which, tta)
     if (source / MANIFEST).exists():
-        return predictor, predict_shards(predictor, source, split)
+        return predictor, predict_shards(predictor, source, split, on_bad_shard)
     items, rejected = list_inputs(source, labeled)
     predicted = predict_files(predictor, items, jobs)
     return predictor, Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
@@ -54,8 +54,9 @@ def errors_path(out: Path) -> Path:
 
 
 def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: bool, tta: bool,
-                allow_missing: bool, device: str, jobs: int) -> int:
-    predictor, predicted = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs)
+                allow_missing: bool, device: str, jobs: int, on_bad_shard: str = "fail") -> int:
+    predictor, predicted = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs,
+                                       on_bad_shard=on_bad_shard)
     write_submission(out, predictor.labels, predicted, probabilities)
     errors = errors_path(out)
     if predicted.rejected:

@@ -20,7 +20,7 @@ from rich.table import Table  # noqa: E402
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
 
 from shared.atomic import write_bytes, write_json  # noqa: E402
-from shared.errors import UsageError  # noqa: E402
+from shared.errors import DataError, UsageError  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
 
 
@@ -75,6 +75,9 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
 def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None) -> dict:
     """Score labeled predictions and write RUN/report/."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
+    if not predicted.paths and predicted.rejected:
+        raise DataError(f"nothing in {source} could be evaluated: {len(predicted.rejected)} inputs failed "
+                        f"(first: {predicted.rejected[0].path}: {predicted.rejected[0].reason})")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
     index = {name: i for i, name in enumerate(labels)}
