@@ -22,6 +22,9 @@ from shared.errors import DataError
 
 BLOCK = 512
 WANTED = frozenset({"mel.npy", "cls", "json"})
+# Extensions webdataset would decode by unpickling (or torch.load): a shard carrying one was not
+# written by melshard and may run code when decoded by another tool.
+PICKLED = frozenset({"pyd", "pkl", "pickle", "pth", "pt"})
 
 
 class ShardError(DataError, ValueError):
@@ -63,7 +66,11 @@ def _members(handle, url: str) -> Iterator[tuple[str, bytes | None]]:
             continue
         if name.startswith("/") or ".." in name.split("/"):
             raise ShardError(f"{url}: member '{name}' points outside the shard; refusing the shard")
-        if base_plus_ext(name)[1] not in WANTED:  # .pkl, .pyd, ...: never read, never decoded
+        suffix = base_plus_ext(name)[1] or ""
+        if suffix.rsplit(".", 1)[-1] in PICKLED:
+            raise ShardError(f"{url}: member '{name}' holds a pickle, which melshard never writes and never "
+                             "loads; refusing the shard")
+        if suffix not in WANTED:  # anything else (.txt, .wav, ...): skipped unread
             handle.seek(padded, io.SEEK_CUR)
             yield name, None
             continue

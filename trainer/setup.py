@@ -21,9 +21,9 @@ from torch import nn
 from shared.atomic import write_json
 from shared.config import TrainConfig, from_dict, to_dict
 from shared.errors import DataError, UsageError
+from shared.integrity import BadShard, describe_loss
 from shared.manifest import read_manifest
 from trainer import checkpoint
-from shared.integrity import BadShard, describe_loss
 from trainer.data import BandNorm, ShardStream, checked_shards, make_loader
 from trainer.models import build_model, model_args
 
