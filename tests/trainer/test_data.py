@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from shared.manifest import read_manifest

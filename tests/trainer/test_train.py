@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from shared.config import TrainConfig
+from tests.audio_fixtures import REPO, run_module
 from trainer.augment import mixup, spec_augment
 from trainer.models import build_model, model_args
-from tests.audio_fixtures import REPO, run_module
 
 FAST = ["--model", "cnn", "--width", "0.25", "--batch-size", "4", "--num-workers", "2", "--lr", "3e-3"]
 
