@@ -171,6 +171,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     if not manifest.get("splits", {}).get("train", {}).get("shards"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
     resumed = None
+    if resume and not any((run / name).exists() for name in (checkpoint.LAST, checkpoint.BACKUP)):
+        # Killed before its first checkpoint: nothing to lose, so --resume starts from the beginning.
+        print(f"no checkpoint in {run} yet; starting from the beginning", file=sys.stderr)
+        resume = False
     if resume:
         resumed = checkpoint.load_latest(run)
         cfg = _check_resume(resumed, manifest, cfg, explicit)
