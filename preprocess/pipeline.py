@@ -252,8 +252,13 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
             (out / MANIFEST).unlink(missing_ok=True)  # present only when everything is
         done_clips = sum(len(j.items) for j in plan if j.name in records)
         total_clips = sum(len(j.items) for j in plan)
-        for record in track(run_jobs(pending, cfg, out, jobs), total_clips, done_clips, console):
-            records[record["name"]] = record
+        try:
+            for record in track(run_jobs(pending, cfg, out, jobs), total_clips, done_clips, console):
+                records[record["name"]] = record
+        except OSError:  # e.g. a full disk: joblib has stopped the workers; free what they left
+            for partial in out.glob(".*.tmp"):
+                partial.unlink(missing_ok=True)
+            raise
 
         ordered = [records[job.name] for job in plan]
         errors = [[r.path, r.stage, r.reason, r.detail] for r in rejections]
