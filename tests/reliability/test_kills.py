@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 
 from bench.faults import preprocess_kills, train_kills
 from tests.audio_fixtures import REPO, make_corpus
