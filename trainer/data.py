@@ -1,22 +1,27 @@
-"""Streaming shards into batches, with an exact, resumable position.
+"""Streaming shards into batches, with an exact, resumable position, on one rank or many.
 
-Each DataLoader worker runs a small WebDataset pipeline over its part of the shard list:
+Each DataLoader worker runs a small WebDataset pipeline over its part of the epoch:
 tar members -> samples (`shared.shardio`) -> webdataset's shuffle buffer, seeded -> skip what a
 resumed run already consumed (before decoding) -> decode `mel.npy` (numeric arrays only, never
-a pickle) -> batches. Workers
-batch themselves (the DataLoader gets `batch_size=None`), so the main process does no
-per-sample Python work and every batch records which worker made it.
+a pickle) -> batches. Workers batch themselves (the DataLoader gets `batch_size=None`), so the
+main process does no per-sample Python work and every batch records which worker made it.
 
-The order is a pure function of (seed, epoch, shard list, worker count, chunk size):
-- shards are shuffled per epoch and dealt to workers round-robin; with fewer shards than
-  workers, every worker reads every shard and keeps every W-th sample instead;
-- each worker's shuffle buffer is seeded by (seed, epoch, worker);
-- workers send chunks of a few batches (one transfer each), cut at fixed batch numbers;
-- the DataLoader hands out chunks round-robin over workers, skipping exhausted ones.
+The plan is a pure function of (seed, epoch, shard list and sample counts from the manifest,
+ranks x workers, batch size), known before any shard is opened:
+- the shards are shuffled per epoch; laid end to end they form one sequence of N samples;
+- that sequence is cut into `world x workers` contiguous slots of N // slots or N // slots + 1
+  samples (slot = rank x workers + worker), so a slot reads its own shards plus at most the
+  tails of two shared ones, and every sample belongs to exactly one slot;
+- every slot makes the same number of batches K = ceil(ceil(N / slots) / batch_size), its samples
+  spread evenly over them (sizes differ by at most one). So every rank runs the same number of
+  steps, nothing is padded or dropped, and no rank waits on another at the end of an epoch;
+- each worker's shuffle buffer is seeded by (seed, epoch, slot); workers send chunks of a few
+  batches (one transfer each), cut at fixed batch numbers; the DataLoader takes chunks
+  round-robin over workers.
 
 So the position after k batches is "how many batches of each worker were consumed, and which
-worker comes next". A resumed loader skips those batches in each worker and rotates the
-worker numbering so that its round-robin starts at the worker that came next.
+worker comes next", the same on every rank. A resumed loader skips those batches in each worker
+and rotates the worker numbering so that its round-robin starts at the worker that came next.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
 from shared.shardio import decode_npy, iter_samples
 
@@ -49,14 +55,16 @@ def _rng_seed(*parts: int) -> int:
 
 
 class ShardStream(IterableDataset):
-    """Batches from a shard list, split across `workers` loader processes (see module doc).
+    """Batches of one rank's share of a shard list, split across `workers` loader processes
+    (see the module doc).
 
     `control` is a shared int64 tensor `[epoch, offset, skip_0 .. skip_{W-1}]` that the main
     process sets before each epoch; persistent workers read it when an epoch starts.
     """
 
     def __init__(self, folder: str, shards: list[Shard], batch_size: int, workers: int,
-                 seed: int, shuffle_buffer: int = 0, with_keys: bool = False, chunk_batches: int = 0):
+                 seed: int, shuffle_buffer: int = 0, with_keys: bool = False, chunk_batches: int = 0,
+                 rank: int = 0, world: int = 1):
         self.folder = str(folder)
         self.shards = list(shards)
         self.batch_size = batch_size
@@ -64,39 +72,61 @@ class ShardStream(IterableDataset):
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer  # 0: keep shard order (validation, prediction)
         self.with_keys = with_keys
+        self.rank, self.world = rank, world
         # Handing a batch to the main process costs about a millisecond whatever its size, so
         # workers send chunks of ~256 samples.
         self.chunk_batches = chunk_batches or max(1, 256 // batch_size)
         self.control = torch.zeros(2 + self.workers, dtype=torch.int64).share_memory_()
+        slots = self.world * self.workers
+        if self.world > 1 and self.samples // slots < self.slot_batches:
+            raise UsageError(f"{self.samples} samples cannot give {slots} loader slots ({self.world} ranks x "
+                             f"{self.workers} workers) {self.slot_batches} batches each; use fewer --num-workers "
+                             "or processes, or a larger --batch-size")
 
-    # --- the plan: which samples each logical worker reads, known from the manifest alone ---
+    # --- the plan: which samples each slot reads, known from the manifest alone ---
+
+    @property
+    def samples(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+    @property
+    def slot_batches(self) -> int:
+        """K: the batches every slot makes per epoch (fewer only for slots with fewer than K samples)."""
+        slots = self.world * self.workers
+        return math.ceil(math.ceil(self.samples / slots) / self.batch_size) if self.samples else 0
 
     def _shard_order(self, epoch: int) -> list[int]:
         if not self.shuffle_buffer:
             return list(range(len(self.shards)))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()
 
-    def _worker_plan(self, epoch: int, worker: int) -> tuple[list[Shard], int, int]:
-        """(shards to read, keep every `stride`-th sample, starting at `start`)."""
-        order = self._shard_order(epoch)
-        if len(self.shards) >= self.workers:
-            return [self.shards[i] for i in order[worker :: self.workers]], 1, 0
-        return [self.shards[i] for i in order], self.workers, worker
+    def _slot_plan(self, epoch: int, worker: int) -> list[tuple[Shard, int, int]]:
+        """(shard, first, stop) segments of this rank's `worker`: samples [first, stop) of each shard."""
+        slots = self.world * self.workers
+        slot = self.rank * self.workers + worker
+        low, high = slot * self.samples // slots, (slot + 1) * self.samples // slots
+        segments, start = [], 0
+        for index in self._shard_order(epoch):
+            shard = self.shards[index]
+            first, stop = max(low - start, 0), min(high - start, shard.samples)
+            if first < stop:
+                segments.append((shard, first, stop))
+            start += shard.samples
+        return segments
 
     def worker_samples(self, epoch: int, worker: int) -> int:
-        shards, stride, start = self._worker_plan(epoch, worker)
-        total = sum(s.samples for s in shards)
-        return max(0, math.ceil((total - start) / stride))
+        return sum(stop - first for _, first, stop in self._slot_plan(epoch, worker))
+
+    def batch_sizes(self, samples: int) -> list[int]:
+        """`samples` spread over K batches as evenly as possible (sizes differ by at most one)."""
+        count = min(self.slot_batches, samples)
+        return [samples // count + (i < samples % count) for i in range(count)] if count else []
 
     def worker_batches(self, epoch: int) -> list[int]:
-        return [math.ceil(self.worker_samples(epoch, w) / self.batch_size) for w in range(self.workers)]
+        return [len(self.batch_sizes(self.worker_samples(epoch, w))) for w in range(self.workers)]
 
     def batches_per_epoch(self, epoch: int = 0) -> int:
         return sum(self.worker_batches(epoch))
-
-    @property
-    def samples(self) -> int:
-        return sum(s.samples for s in self.shards)
 
     def start_epoch(self, epoch: int, consumed: list[int] | None = None, next_worker: int = 0) -> None:
         """Set what the workers do on their next `iter()`: an epoch, resumed at a position."""
@@ -106,31 +136,37 @@ class ShardStream(IterableDataset):
 
     # --- inside a worker ---
 
-    def _raw_samples(self, shards: list[Shard]) -> Iterator[dict[str, Any]]:
-        for shard in shards:
-            yield from iter_samples(Path(self.folder) / shard.name)
+    def _raw_samples(self, segments: list[tuple[Shard, int, int]]) -> Iterator[dict[str, Any]]:
+        for shard, first, stop in segments:
+            for index, sample in enumerate(iter_samples(Path(self.folder) / shard.name)):
+                if index >= stop:
+                    break  # the rest of this shard belongs to the next slot: not even read
+                if index >= first:
+                    yield sample
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
         epoch, offset = int(self.control[0]), int(self.control[1])
         worker = (physical + offset) % self.workers
-        skip = int(self.control[2 + worker]) * self.batch_size
-        shards, stride, start = self._worker_plan(epoch, worker)
-        stream: Iterator[dict[str, Any]] = self._raw_samples(shards)
-        if stride > 1:
-            stream = (s for i, s in enumerate(stream) if i % stride == start)
+        segments = self._slot_plan(epoch, worker)
+        sizes = self.batch_sizes(sum(stop - first for _, first, stop in segments))
+        done = int(self.control[2 + worker])
+        stream: Iterator[dict[str, Any]] = self._raw_samples(segments)
         if self.shuffle_buffer:
-            rng = random.Random(_rng_seed(self.seed, epoch, worker))
+            slot = self.rank * self.workers + worker
+            rng = random.Random(_rng_seed(self.seed, epoch, slot))
             stream = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(stream)
-        for _ in range(skip):  # already consumed before the interruption: never decoded
+        for _ in range(sum(sizes[:done])):  # already consumed before the interruption: never decoded
             if next(stream, None) is None:
                 return
         # Batches travel to the main process in chunks of `chunk_batches`, aligned to the
         # epoch's batch numbering so that a resumed worker cuts the same batches.
-        done = skip // self.batch_size
         chunk: list[list[dict[str, Any]]] = []
-        for batch in _batched(stream, self.batch_size):
+        for size in sizes[done:]:
+            batch = [sample for _, sample in zip(range(size), stream)]
+            if not batch:
+                break
             chunk.append(batch)
             done += 1
             if done % self.chunk_batches == 0:
@@ -150,17 +186,6 @@ class ShardStream(IterableDataset):
             batch["key"] = [s["__key__"] for s in samples]
             batch["meta"] = [json.loads(s["json"]) if "json" in s else {} for s in samples]
         return batch
-
-
-def _batched(stream: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for sample in stream:
-        batch.append(sample)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def iter_batches(loader) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,8 @@ class Evaluation:
 @torch.no_grad()
 def evaluate_batches(session: Any, loader) -> Evaluation:
     """Evaluate `session.model` on labeled batches; never mixes, never augments."""
-    model = session.model
+    # Under DDP, the bare module: scoring needs no gradient sync, and no rank waits on another.
+    model = session.raw_model if session.world.distributed else session.model
     model.eval()
     total, truths, preds = 0.0, [], []
     for batch in iter_batches(loader):

@@ -5,6 +5,10 @@ autocast forward -> scaled backward -> unscale, clip -> AdamW step -> LR schedul
 after every epoch (loss, accuracy, macro-F1), early stopping, `best.pt` on improvement, `last.pt`
 after every epoch and every `checkpoint_every` steps.
 
+Under torchrun every rank runs this same loop on its share of the data (`trainer/data.py`) with
+DDP averaging the gradients; the ranks agree on stopping, sum their figures, and only rank 0
+writes checkpoints, metrics and progress.
+
 Exact resume: every random draw of a step (dropout, MixUp, masks) comes from generators seeded
 by (seed, epoch, step), and the loader's position is saved with the weights; a run interrupted
 anywhere and resumed ends with the weights of one that never stopped (on CPU).
@@ -31,12 +35,14 @@ from shared.config import EARLY_STOP_METRICS, TrainConfig
 from trainer import checkpoint
 from trainer.augment import mixup, spec_augment
 from trainer.data import iter_batches
+from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.evaluation import evaluate_batches
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1",
-                  "samples_per_s", "data_wait_fraction", "seconds", "lost_train_samples", "lost_val_samples"]
+                  "samples_per_s", "data_wait_fraction", "seconds", "train_samples", "lost_train_samples",
+                  "lost_val_samples"]
 
 
 @dataclass
@@ -79,6 +85,9 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 
 
 def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
+    """What `last.pt` holds. Under DDP every rank must call this (it sums the epoch's running
+    figures across ranks); only rank 0 saves the result."""
+    loss, correct, n = sum_across(s.world, [state.sums["loss"], state.sums["correct"], state.sums["n"]])
     return {
         **s.identity(),
         "model": s.raw_model.state_dict(), "optimizer": s.optimizer.state_dict(),
@@ -86,8 +95,14 @@ def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
         "epoch": state.epoch, "step": state.step,
         "position": {"epoch": state.epoch, "consumed": list(state.consumed), "next_worker": state.next_worker},
         "early_stop": {"best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs},
-        "epoch_sums": dict(state.sums), "history": state.history, "rng": _rng_states(),
+        "epoch_sums": {"loss": loss, "correct": correct, "n": n}, "history": state.history, "rng": _rng_states(),
     }
+
+
+def save(s: Session, state: State, name: str, payload: dict[str, Any] | None = None) -> None:
+    payload = payload if payload is not None else checkpoint_payload(s, state)
+    if s.world.is_main:
+        checkpoint.save(s.run / name, payload, keep_backup=name == checkpoint.LAST)
 
 
 def restore(s: Session, ckpt: dict[str, Any]) -> State:
@@ -100,7 +115,9 @@ def restore(s: Session, ckpt: dict[str, Any]) -> State:
     return State(epoch=ckpt["epoch"], step=ckpt["step"], consumed=list(ckpt["position"]["consumed"]),
                  next_worker=ckpt["position"]["next_worker"], best=stop["best"],
                  best_epoch=stop["best_epoch"], bad_epochs=stop["bad_epochs"],
-                 history=list(ckpt["history"]), sums=dict(ckpt["epoch_sums"]))
+                 history=list(ckpt["history"]),
+                 # the saved sums are over all ranks: rank 0 carries them on, the others start at zero
+                 sums=dict(ckpt["epoch_sums"]) if s.world.is_main else {"loss": 0.0, "correct": 0.0, "n": 0.0})
 
 
 def write_metrics(run: Path, history: list[dict[str, float]]) -> None:
@@ -133,7 +150,9 @@ class StopRequest:
 def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, float, int]:
     """One optimizer step; returns (summed loss, correct predictions, samples)."""
     cfg, device = s.cfg, s.device
-    seed = step_seed(cfg.seed, state.epoch, state.step)
+    # Under DDP each rank draws differently (its own dropout masks, MixUp pairs) but reproducibly.
+    parts = (cfg.seed, state.epoch, state.step) + ((s.world.rank,) if s.world.distributed else ())
+    seed = step_seed(*parts)
     torch.manual_seed(seed)  # dropout: a pure function of (seed, epoch, step)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -188,14 +207,15 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
         progress.update(state.sums["loss"] / state.sums["n"], state.sums["correct"] / state.sums["n"],
                         s.scheduler.get_last_lr()[0], samples / max(busy, 1e-9))
         if s.cfg.checkpoint_every and state.step % s.cfg.checkpoint_every == 0:
-            checkpoint.save(s.run / checkpoint.LAST, checkpoint_payload(s, state), keep_backup=True)
-        if stop.signal is not None:
+            save(s, state, checkpoint.LAST)
+        if any_across(s.world, stop.signal is not None):  # every rank stops at the same step
             return None
     progress.finish()
-    return {"train_loss": state.sums["loss"] / max(state.sums["n"], 1),
-            "train_acc": state.sums["correct"] / max(state.sums["n"], 1),
-            "samples_per_s": samples / max(busy, 1e-9), "data_wait_fraction": wait / max(busy, 1e-9),
-            "seconds": busy}
+    loss, correct, n, seen = sum_across(s.world, [state.sums["loss"], state.sums["correct"], state.sums["n"],
+                                                  samples])
+    return {"train_loss": loss / max(n, 1), "train_acc": correct / max(n, 1),
+            "samples_per_s": seen / max(busy, 1e-9), "data_wait_fraction": wait / max(busy, 1e-9),
+            "seconds": busy, "train_samples": int(n)}
 
 
 def _improved(cfg: TrainConfig, state: State, value: float) -> bool:
@@ -212,28 +232,41 @@ def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set
           on_bad_shard: str = "fail") -> int:
     """Train (or resume) a run; returns the exit status."""
     s = open_session(shards, run, cfg, resume, explicit, on_bad_shard)
-    cfg = s.cfg
+    try:
+        return _train(s, shards, run)
+    finally:
+        s.close()
+        leave(s.world)
+
+
+def _train(s: Session, shards: Path, run: Path) -> int:
+    cfg, main = s.cfg, s.world.is_main
     state = restore(s, s.resumed) if s.resumed else State()
-    if s.resumed:
+    if s.resumed and main:
         print(f"resuming {run} at epoch {state.epoch + 1}, step {state.step}", file=sys.stderr)
-    write_metrics(run, state.history)
-    progress = EpochProgress(cfg.epochs)
+    if main:
+        write_metrics(run, state.history)
+    progress = EpochProgress(cfg.epochs, enabled=main)
     with StopRequest() as stop:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:  # a finished run stays finished
             figures = train_epoch(s, state, stop, progress)
             if figures is None:
-                checkpoint.save(run / checkpoint.LAST, checkpoint_payload(s, state), keep_backup=True)
-                name = signal.Signals(stop.signal).name
-                print(f"\nstopped by {name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
-                      f"Resume with: python -m trainer train {shards} --out {run} --resume", file=sys.stderr)
-                return 128 + stop.signal
+                save(s, state, checkpoint.LAST)
+                name = signal.Signals(stop.signal or signal.SIGTERM).name
+                if main:
+                    print(f"\nstopped by {name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
+                          f"Resume with: python -m trainer train {shards} --out {run} --resume", file=sys.stderr)
+                return 128 + (stop.signal or signal.SIGTERM)
+            # Every rank scores the whole validation split with the same weights, so all reach the
+            # same early-stopping decision without exchanging predictions.
+            sync_buffers(s.world, s.raw_model)
             val = evaluate_batches(s, s.val_loader) if s.val_loader is not None else None
             row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
                    **{k: figures[k] for k in ("train_loss", "train_acc")},
                    "val_loss": val.loss if val else float("nan"),
                    "val_acc": val.accuracy if val else float("nan"),
                    "val_f1": val.macro_f1 if val else float("nan"),
-                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds")},
+                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds", "train_samples")},
                    "lost_train_samples": s.lost_samples("train"), "lost_val_samples": s.lost_samples("val")}
             state.history.append(row)
             progress.summary(row)
@@ -248,15 +281,21 @@ def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set
                 state.bad_epochs += 1
             payload = checkpoint_payload(s, state)
             if improved:
-                checkpoint.save(run / checkpoint.BEST, payload)
-            checkpoint.save(run / checkpoint.LAST, payload, keep_backup=True)
-            write_metrics(run, state.history)
-            s.log_epoch(row)
-            if state.bad_epochs >= cfg.patience:
+                save(s, state, checkpoint.BEST, payload)
+            save(s, state, checkpoint.LAST, payload)
+            if main:
+                write_metrics(run, state.history)
+                s.log_epoch(row)
+            if state.bad_epochs >= cfg.patience and main:
                 print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
                       f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
-                break
-    s.close()
+    sync_buffers(s.world, s.raw_model)
+    if not check_in_sync(s.world, s.raw_model):
+        raise RuntimeError("the ranks ended with different weights; DDP lost synchronisation")
+    if not main:
+        return 0
+    if s.world.distributed:
+        print(f"ranks in sync: weights identical on all {s.world.size} ranks", file=sys.stderr)
     print(f"done: best {cfg.early_stop_metric} {state.best if state.best is not None else float('nan'):.4f} "
           f"at epoch {state.best_epoch}; {run / checkpoint.BEST}")
     if s.lost:

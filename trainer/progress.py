@@ -9,14 +9,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class EpochProgress:
-    def __init__(self, epochs: int, console: Console | None = None):
+    def __init__(self, epochs: int, console: Console | None = None, enabled: bool = True):
         self.epochs = epochs
+        self.enabled = enabled  # off on every DDP rank but 0
         self.console = console or Console(stderr=True)
         self.bar: Progress | None = None
         self.task = None
 
     def start(self, epoch: int, total: int, done: int = 0) -> None:
-        if not self.console.is_terminal:
+        if not (self.enabled and self.console.is_terminal):
             return
         self.bar = Progress(
             TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
@@ -36,6 +37,8 @@ class EpochProgress:
 
     def summary(self, row: dict[str, float]) -> None:
         self.finish()
+        if not self.enabled:
+            return
         print(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
               f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} f1 {row['val_f1']:.3f} | "
               f"lr {row['lr']:.2e} | {row['samples_per_s']:.0f} samples/s, "

@@ -25,6 +25,7 @@ from shared.integrity import BadShard, describe_loss
 from shared.manifest import read_manifest
 from trainer import checkpoint
 from trainer.data import BandNorm, ShardStream, checked_shards, make_loader
+from trainer.distributed import World, join
 from trainer.models import build_model, model_args
 
 
@@ -94,6 +95,7 @@ class Session:
     norm: BandNorm
     resumed: dict[str, Any] | None
     lost: dict[str, list[BadShard]]  # split -> damaged shards left out (--on-bad-shard skip)
+    world: World = World()
     writer: Any = None
 
     def lost_samples(self, split: str) -> int:
@@ -114,6 +116,7 @@ class Session:
             "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
             "manifest_fingerprint": manifest_fingerprint(self.manifest),
             "skipped_shards": sorted(b.name for bad in self.lost.values() for b in bad),
+            "world_size": self.world.size,
         }
 
     def log_epoch(self, row: dict[str, float]) -> None:
@@ -167,6 +170,7 @@ def _check_damage(shards: Path, manifest: dict[str, Any], policy: str,
 
 def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
                  on_bad_shard: str = "fail") -> Session:
+    world = join(pick_device(cfg.device).type)
     manifest = read_manifest(shards)
     if not manifest.get("splits", {}).get("train", {}).get("shards"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
@@ -178,6 +182,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     if resume:
         resumed = checkpoint.load_latest(run)
         cfg = _check_resume(resumed, manifest, cfg, explicit)
+        if resumed.get("world_size", 1) != world.size:
+            raise UsageError(f"cannot resume: the checkpoint was trained by {resumed.get('world_size', 1)} "
+                             f"process(es), this launch has {world.size}; the data position is exact only for "
+                             "the same count, so relaunch with it (torchrun --nnodes x --nproc_per_node)")
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     good, lost = _check_damage(shards, manifest, on_bad_shard, resumed)
@@ -186,18 +194,25 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         raise DataError(f"every train shard of {shards} is damaged; rerun preprocessing")
     if cfg.num_workers == 0:
         cfg = TrainConfig(**{**to_dict(cfg), "num_workers": default_workers()})
-    run.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
     amp_dtype = pick_amp(cfg.amp, device)
     labels = manifest["labels"]
     raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout)).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
-    model = torch.compile(raw_model) if cfg.compile else raw_model
+    model = raw_model
+    if world.distributed:  # same initial weights everywhere: DDP broadcasts rank 0's
+        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = ShardStream(str(shards), train_shards, cfg.batch_size, cfg.num_workers, cfg.seed,
-                         cfg.shuffle_buffer)
+                         cfg.shuffle_buffer, rank=world.rank, world=world.size)
     total_steps = sum(stream.batches_per_epoch(e) for e in range(cfg.epochs))
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -208,17 +223,19 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
                                  cfg.seed)
         val_loader = make_loader(val_stream, pin, cfg.prefetch_factor)
     norm = BandNorm(manifest["stats"]["mel_mean"], manifest["stats"]["mel_std"], device)
-    write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards),
-                                     "manifest_fingerprint": manifest_fingerprint(manifest),
-                                     "skipped_shards": {split: [vars(b) for b in bad] for split, bad in lost.items()},
-                                     "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
+    if world.is_main:
+        write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards), "world_size": world.size,
+                                         "manifest_fingerprint": manifest_fingerprint(manifest),
+                                         "skipped_shards": {split: [vars(b) for b in bad]
+                                                            for split, bad in lost.items()},
+                                         "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
     writer = None
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run / "tensorboard"))
+        writer = SummaryWriter(str(run / "tensorboard")) if world.is_main else None
     except ImportError:  # tensorboard is optional
         pass
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
                    scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
-                   resumed, lost, writer)
+                   resumed, lost, world, writer)
