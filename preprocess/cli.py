@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sr", type=int, help="sample rate of the features (default 22050)")
     parser.add_argument("--duration", type=float, help="clip length in seconds (default 5.0)")
     parser.add_argument("--n-mels", type=int, help="mel bands (default 128)")
-    parser.add_argument("--backend", choices=["local"], default="local",
-                        help="where shard jobs run (local: joblib processes)")
+    parser.add_argument("--backend", choices=["local", "dask"], default="local",
+                        help="where shard jobs run: local joblib processes, or a dask.distributed cluster")
+    parser.add_argument("--scheduler", help="with --backend dask: the scheduler address, e.g. tcp://HOST:8786")
     return parser
 
 
@@ -81,7 +82,14 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     if jobs < 0:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     test = Path(run_values["test"]) if run_values.get("test") else None
-    return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite"))), cfg
+    if args.backend == "dask":
+        if not args.scheduler:
+            raise UsageError("--backend dask needs --scheduler tcp://HOST:PORT (the `dask scheduler` address)")
+        # Cluster workers resolve paths on their own machines: hand them absolute ones.
+        src, out, test = src.resolve(), out.resolve(), test.resolve() if test else None
+    elif args.scheduler:
+        raise UsageError("--scheduler is for --backend dask; add --backend dask or drop --scheduler")
+    return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), args.backend, args.scheduler), cfg
 
 
 # Small, fast features for the synthetic demo corpus (16 kHz clips of at most 2 s).

@@ -46,6 +46,8 @@ class RunOptions:
     test: Path | None = None
     jobs: int = 0  # 0: every available core
     overwrite: bool = False
+    backend: str = "local"  # "local": joblib's loky processes; "dask": a dask.distributed cluster
+    scheduler: str | None = None  # the dask scheduler's address, e.g. tcp://10.0.0.5:8786
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,13 @@ def finished_record(out: Path, job: ShardJob, cfg: PreprocessConfig) -> dict[str
 # running
 
 
-def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: int) -> Iterator[dict]:
-    """Shard records as workers finish them (in-process when one job is enough)."""
+def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: int,
+             scheduler: str | None = None) -> Iterator[dict]:
+    """Shard records as workers finish them: on a dask cluster when `scheduler` is given, else in
+    local processes (in-process when one job is enough)."""
+    if scheduler:
+        yield from _run_on_dask(pending, cfg, out, scheduler)
+        return
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
             yield write_shard(job, cfg, str(out))
@@ -179,6 +186,24 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: in
         # One shard per dispatch: shards are seconds of work each, and joblib's automatic batching
         # can hand one worker a long tail of them while the other idles.
         parallel = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered", batch_size=1)
+        yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
+
+
+def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, scheduler: str) -> Iterator[dict]:
+    """The same shard jobs through joblib's Dask backend. Every worker must see `out` and the
+    inputs at the same paths (a shared file system); each writes whole shards by atomic rename
+    on that file system, exactly as a local worker does, so the output is byte-identical."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--backend dask needs dask.distributed; pip install 'melshard[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise UsageError(f"cannot reach the dask scheduler at {scheduler} ({exc}); start it with "
+                         "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+    with client, parallel_config(backend="dask"):
+        parallel = Parallel(n_jobs=-1, return_as="generator_unordered", batch_size=1)
         yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
 
 
@@ -253,7 +278,8 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         done_clips = sum(len(j.items) for j in plan if j.name in records)
         total_clips = sum(len(j.items) for j in plan)
         try:
-            for record in track(run_jobs(pending, cfg, out, jobs), total_clips, done_clips, console):
+            for record in track(run_jobs(pending, cfg, out, jobs, opts.scheduler if opts.backend == "dask" else None),
+                                total_clips, done_clips, console):
                 records[record["name"]] = record
         except OSError:  # e.g. a full disk: joblib has stopped the workers; free what they left
             for partial in out.glob(".*.tmp"):
