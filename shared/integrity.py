@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import DataError
+from shared.location import is_remote
 
 POLICIES = ("fail", "skip")
 READ_SIZE = 1 << 20
@@ -53,6 +54,10 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]],
     if policy not in POLICIES:
         raise ValueError(f"on-bad-shard policy must be one of {POLICIES}, got {policy!r}")
     entries = list(shards)
+    if is_remote(folder):
+        # Hashing remote shards up front would download everything twice; they are checked as
+        # they stream instead (tar header checksums, member and array sizes: `shared.shardio`).
+        return entries, []
     folder = Path(folder)
     threads = min(8, len(entries), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(threads) as pool:

@@ -38,11 +38,39 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
+def _skip(handle, size: int) -> None:
+    """Move past `size` bytes: a seek in a file, a read from a pipe or an HTTP response."""
+    if handle.seekable():
+        handle.seek(size, io.SEEK_CUR)
+    else:
+        while size > 0:
+            block = handle.read(min(size, 1 << 20))
+            if not block:
+                return
+            size -= len(block)
+
+
+def _read(handle, size: int) -> bytes:
+    """`size` bytes (fewer only at the end of the stream), also from streams that return short reads."""
+    data = handle.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        block = handle.read(size - got)
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
 def _members(handle, url: str) -> Iterator[tuple[str, bytes | None]]:
     """(name, data) of each regular member; data is None for members we do not want."""
     long_name = None
     while True:
-        header = handle.read(BLOCK)
+        header = _read(handle, BLOCK)
         if len(header) < BLOCK:
             if header:
                 raise ShardError(f"{url}: truncated tar header")
@@ -59,10 +87,10 @@ def _members(handle, url: str) -> Iterator[tuple[str, bytes | None]]:
         long_name = None
         padded = size + (-size % BLOCK)
         if kind == b"L":  # GNU long name for the next member
-            long_name = handle.read(padded)[:size].split(b"\0", 1)[0].decode("utf-8", "replace")
+            long_name = _read(handle, padded)[:size].split(b"\0", 1)[0].decode("utf-8", "replace")
             continue
         if kind not in (b"0", b"\0"):  # directories, links, pax headers: nothing to read
-            handle.seek(padded, io.SEEK_CUR)
+            _skip(handle, padded)
             continue
         if name.startswith("/") or ".." in name.split("/"):
             raise ShardError(f"{url}: member '{name}' points outside the shard; refusing the shard")
@@ -71,29 +99,33 @@ def _members(handle, url: str) -> Iterator[tuple[str, bytes | None]]:
             raise ShardError(f"{url}: member '{name}' holds a pickle, which melshard never writes and never "
                              "loads; refusing the shard")
         if suffix not in WANTED:  # anything else (.txt, .wav, ...): skipped unread
-            handle.seek(padded, io.SEEK_CUR)
+            _skip(handle, padded)
             yield name, None
             continue
-        data = handle.read(padded)
+        data = _read(handle, padded)
         if len(data) < size:
             raise ShardError(f"{url}: truncated member '{name}'")
         yield name, data[:size]
 
 
 def iter_samples(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Samples of one shard as dicts `{"__key__", "__url__", "mel.npy", "cls", "json"}`."""
-    url = str(path)
-    current: dict[str, Any] | None = None
+    """Samples of one local shard as dicts `{"__key__", "__url__", "mel.npy", "cls", "json"}`."""
     with open(path, "rb", buffering=1 << 20) as handle:
-        for name, data in _members(handle, url):
-            key, suffix = base_plus_ext(name)
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"__key__": key, "__url__": url}
-            if data is not None:
-                current[suffix] = data
+        yield from iter_stream(handle, str(path))
+
+
+def iter_stream(handle, url: str) -> Iterator[dict[str, Any]]:
+    """Samples of a shard read from any binary stream (a file, a pipe, an HTTP response)."""
+    current: dict[str, Any] | None = None
+    for name, data in _members(handle, url):
+        key, suffix = base_plus_ext(name)
+        if current is not None and current["__key__"] != key:
+            yield current
+            current = None
+        if current is None:
+            current = {"__key__": key, "__url__": url}
+        if data is not None:
+            current[suffix] = data
     if current is not None:
         yield current
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shared.config import TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, disk_full_line, is_disk_full, one_line
+from shared.location import location
 
 # command-line option -> TrainConfig field (argparse dest)
 TRAIN_OPTIONS = {
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="Train from melshard shards.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model from a shard folder")
-    train.add_argument("shards", help="shard folder written by python -m preprocess")
+    train.add_argument("shards", help="shard folder written by python -m preprocess, or its URL "
+                                      "(https://..., s3://..., 'pipe:CMD {}')")
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, config.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     train.add_argument("--config", help="TOML file with TrainConfig keys")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.loop import train
 
             cfg, explicit = train_config(args)
-            return train(Path(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard)
+            return train(location(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard)
         if args.command == "predict":
             from trainer.predict import run_predict
 

@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
-from shared.shardio import decode_npy, iter_samples
+from shared.location import Location
+from shared.shardio import decode_npy, iter_stream
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,14 @@ class ShardStream(IterableDataset):
     # --- inside a worker ---
 
     def _raw_samples(self, segments: list[tuple[Shard, int, int]]) -> Iterator[dict[str, Any]]:
+        where = Location(self.folder)
         for shard, first, stop in segments:
-            for index, sample in enumerate(iter_samples(Path(self.folder) / shard.name)):
-                if index >= stop:
-                    break  # the rest of this shard belongs to the next slot: not even read
-                if index >= first:
-                    yield sample
+            with where.open(shard.name) as handle:
+                for index, sample in enumerate(iter_stream(handle, where.url(shard.name))):
+                    if index >= stop:
+                        break  # the rest of this shard belongs to the next slot: not even read
+                    if index >= first:
+                        yield sample
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
