@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.errors import UsageError
+from shared.manifest import read_manifest
 from shared.shardio import ShardError, iter_samples
 from tests.audio_fixtures import run_module
 
@@ -111,6 +113,8 @@ def test_a_shard_with_pickled_members_is_refused_without_decoding_them(shards, t
     craft_shard(shards, "train-000000.tar", {f"evil.{suffix}": pickled(marker)})
     with pytest.raises(ShardError, match=f"evil.{suffix}' holds a pickle"):
         list(iter_samples(shards / "train-000000.tar"))
+    if suffix != "pkl":
+        return  # the reader's refusal is the same for every suffix; one end-to-end run shows the CLI's
     result = run_module("trainer", "train", str(shards), "--out", str(tmp_path / "run"), *FAST)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in result.stderr
@@ -123,6 +127,8 @@ def test_a_shard_member_escaping_the_shard_is_refused(shards, tmp_path, member):
     craft_shard(shards, "train-000000.tar", {member: b"1"})
     with pytest.raises(ShardError, match="points outside the shard"):
         list(iter_samples(shards / "train-000000.tar"))
+    if not member.startswith(".."):
+        return
     result = run_module("trainer", "train", str(shards), "--out", str(tmp_path / "run"), *FAST)
     assert result.returncode == 1 and "points outside the shard" in result.stderr
     assert "Traceback" not in result.stderr
@@ -133,6 +139,10 @@ def test_a_manifest_naming_shards_outside_its_folder_is_refused(shards, trained,
     manifest = json.loads((shards / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0]["name"] = name
     (shards / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="outside its folder"):
+        read_manifest(shards)
+    if name != "../train-000000.tar":
+        return
     for command in (["train", str(shards), "--out", str(tmp_path / "run"), *FAST],
                     ["evaluate", str(trained["run"]), "--shards", str(shards), "--split", "train"]):
         result = run_module("trainer", *command)
