@@ -24,7 +24,7 @@ from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, PreprocessConfig, from_dict, load_toml
-from shared.errors import UsageError, disk_full_line, is_disk_full
+from shared.errors import DataError, UsageError, report
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
 
@@ -144,19 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)
         result = run(opts, cfg, console)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
-    except OSError as exc:
-        if not is_disk_full(exc):
+    except (UsageError, DataError, OSError) as exc:
+        status = report(exc, "rerun the same command (finished shards are kept)")
+        if status is None:
             raise
-        print(f"error: {disk_full_line(exc, 'rerun the same command (finished shards are kept)')}",
-              file=sys.stderr)
-        return 1
+        return status
     summary(result.manifest, result.errors, result.seconds, result.jobs, Console())
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")

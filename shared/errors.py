@@ -46,3 +46,21 @@ def disk_full_line(exc: OSError, rerun: str) -> str:
     """'no space left on device writing X; free space and <rerun>' for a full disk."""
     where = f" writing {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or 'no space left on device'}{where}; nothing half-written was kept: free space and {rerun}"
+
+
+def report(exc: BaseException, rerun: str) -> int | None:
+    """Print the one line for an error the user can act on and return the exit status
+    (2 usage, 1 data or a full disk); None for anything else, which the caller re-raises.
+    `rerun` says how to continue after freeing disk space."""
+    import sys
+
+    if isinstance(exc, UsageError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, DataError):
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    if is_disk_full(exc):
+        print(f"error: {disk_full_line(exc, rerun)}", file=sys.stderr)
+        return 1
+    return None

@@ -15,11 +15,10 @@ stopped by SIGTERM or Ctrl-C after saving a checkpoint.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from shared.config import TrainConfig, from_dict, load_toml
-from shared.errors import DataError, UsageError, disk_full_line, is_disk_full, one_line
+from shared.errors import DataError, UsageError, report
 from shared.location import location
 
 # command-line option -> TrainConfig field (argparse dest)
@@ -128,16 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.demo import run_demo
 
             return run_demo(Path(args.work), args.quick)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DataError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if not is_disk_full(exc):
+    except (UsageError, DataError, OSError) as exc:
+        status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")
+        if status is None:
             raise
-        print(f"error: {disk_full_line(exc, 'rerun with --resume (the last complete checkpoint is kept)')}",
-              file=sys.stderr)
-        return 1
+        return status
     return 2
