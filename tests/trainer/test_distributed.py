@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from shared.manifest import read_manifest
 from tests.audio_fixtures import REPO, run_module
@@ -51,19 +54,56 @@ def _metrics(run):
         return list(csv.DictReader(handle))
 
 
-def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_shards, tmp_path):
+def _torchrun(shards, run, *extra) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "trainer", "train", str(shards), "--out", str(run), "--model", "cnn", "--width", "0.25",
+            "--batch-size", "4", "--num-workers", "1", "--epochs", "2", "--lr", "3e-3", "--checkpoint-every", "2",
+            *extra]
+
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tiny_shards, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ddp") / "run"
+    result = subprocess.run(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_shards, ddp_reference):
     manifest = read_manifest(tiny_shards)
     assert len(manifest["splits"]["train"]["shards"]) % 2 == 1
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "trainer", "train", str(tiny_shards), "--out", str(run), "--model", "cnn", "--width", "0.25",
-               "--batch-size", "4", "--num-workers", "1", "--epochs", "2", "--lr", "3e-3"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run, result = ddp_reference
     assert "ranks in sync: weights identical on all 2 ranks" in result.stderr
     rows = _metrics(run)
     assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
     assert result.stdout.count("done: best") == 1  # only rank 0 reports
     alone = run_module("trainer", "train", str(tiny_shards), "--out", str(run), "--resume")
     assert alone.returncode == 2 and "trained by 2 process(es), this launch has 1" in alone.stderr
+
+
+def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_shards, ddp_reference, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:  # a mid-epoch checkpoint of epoch 2
+        try:
+            ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+            if ckpt["epoch"] >= 1 and sum(ckpt["position"]["consumed"]) > 0:
+                break
+        except Exception:  # noqa: BLE001 - not there yet, or being replaced right now
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
+    process.wait()
+    resumed = subprocess.run(_torchrun(tiny_shards, run, "--resume"), cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+    reference = torch.load(ddp_reference[0] / "last.pt", map_location="cpu", weights_only=True)["model"]
+    assert all(torch.equal(mine[k], reference[k]) for k in reference)
