@@ -31,6 +31,7 @@ from preprocess.split import assign_splits
 from shared.atomic import write_bytes, write_json
 from shared.config import PreprocessConfig
 from shared.errors import UsageError
+from shared.integrity import shard_problem
 from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
 
@@ -143,23 +144,13 @@ def prepare_output(out: Path, fingerprint: str, cfg: PreprocessConfig, overwrite
     write_json(plan_file, {"fingerprint": fingerprint, "config": config_fields(cfg)})
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def finished_record(out: Path, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
     """The journal record of a shard that is complete on disk and current, else None."""
     path = journal_path(out, job.name)
     try:
         record = json.loads(path.read_text())
-        shard = out / job.name
         if (record.get("fingerprint") == job_fingerprint(job, cfg)
-                and shard.stat().st_size == record["bytes"]
-                and _file_sha256(shard) == record["sha256"]):
+                and shard_problem(out / job.name, record["bytes"], record["sha256"]) is None):
             return record
     except (OSError, ValueError, KeyError):
         pass

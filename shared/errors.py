@@ -1,6 +1,7 @@
 """Exceptions that carry a one-line message meant for the user."""
 
 import errno
+import sys
 
 
 class UsageError(Exception):
@@ -52,8 +53,6 @@ def report(exc: BaseException, rerun: str) -> int | None:
     """Print the one line for an error the user can act on and return the exit status
     (2 usage, 1 data or a full disk); None for anything else, which the caller re-raises.
     `rerun` says how to continue after freeing disk space."""
-    import sys
-
     if isinstance(exc, UsageError):
         print(f"error: {exc}", file=sys.stderr)
         return 2
