@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +31,50 @@ class BadShard:
     reason: str
 
 
-def shard_problem(path: Path, size: int, sha256: str) -> str | None:
-    """Why the file at `path` is not the shard the manifest describes, or None if it is."""
+# What is wrong with a shard, as integers: ranks that share the hashing combine them with a sum.
+OK, MISSING, WRONG_SIZE, WRONG_HASH = 0, 1, 2, 3
+
+
+def shard_status(path: Path, size: int, sha256: str) -> tuple[int, int]:
+    """(problem code, the file's size in bytes) for the file at `path` against its manifest entry."""
     try:
         actual = path.stat().st_size
     except FileNotFoundError:
-        return "missing"
+        return MISSING, 0
     if actual != size:
-        return f"{actual} bytes where the manifest says {size} (cut short or overwritten)"
+        return WRONG_SIZE, actual
     digest = hashlib.sha256()
     with path.open("rb", buffering=0) as handle:
         while block := handle.read(READ_SIZE):
             digest.update(block)
-    if digest.hexdigest() != sha256:
+    return (OK if digest.hexdigest() == sha256 else WRONG_HASH), actual
+
+
+def describe(code: int, actual: int, size: int) -> str | None:
+    """The reason for a problem code, in words (None for OK)."""
+    if code == MISSING:
+        return "missing"
+    if code == WRONG_SIZE:
+        return f"{actual} bytes where the manifest says {size} (cut short or overwritten)"
+    if code == WRONG_HASH:
         return "sha256 differs from the manifest (corrupted bytes)"
     return None
 
 
-def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]],
-                 policy: str) -> tuple[list[dict[str, Any]], list[BadShard]]:
-    """(the good shard entries in order, the bad ones); `fail` raises `DataError` naming the first bad one."""
+def shard_problem(path: Path, size: int, sha256: str) -> str | None:
+    """Why the file at `path` is not the shard the manifest describes, or None if it is."""
+    return describe(*shard_status(path, size, sha256), size)
+
+
+def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: str, rank: int = 0, world: int = 1,
+                 combine: Callable[[list[float]], list[float]] | None = None,
+                 ) -> tuple[list[dict[str, Any]], list[BadShard]]:
+    """(the good shard entries in order, the bad ones); `fail` raises `DataError` naming the first bad one.
+
+    With `world` > 1, this process hashes only every `world`-th shard from `rank`, and `combine`
+    (an element-wise sum over all processes) gathers everyone's findings: each shard is read once
+    however many processes check, and all of them reach the same verdict.
+    """
     if policy not in POLICIES:
         raise ValueError(f"on-bad-shard policy must be one of {POLICIES}, got {policy!r}")
     entries = list(shards)
@@ -59,9 +83,18 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]],
         # they stream instead (tar header checksums, member and array sizes: `shared.shardio`).
         return entries, []
     folder = Path(folder)
-    threads = min(8, len(entries), os.cpu_count() or 1) or 1
+    mine = entries[rank::world]
+    threads = min(8, len(mine), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(lambda s: shard_problem(folder / s["name"], s["bytes"], s["sha256"]), entries))
+        found = list(pool.map(lambda s: shard_status(folder / s["name"], s["bytes"], s["sha256"]), mine))
+    flat = [0.0] * (2 * len(entries))
+    for i, (code, actual) in zip(range(rank, len(entries), world), found):
+        flat[2 * i], flat[2 * i + 1] = code, actual
+    if world > 1:
+        if combine is None:
+            raise ValueError("check_shards: world > 1 needs `combine` to gather the other processes' findings")
+        flat = combine(flat)
+    problems = [describe(int(flat[2 * i]), int(flat[2 * i + 1]), s["bytes"]) for i, s in enumerate(entries)]
     good = [s for s, problem in zip(entries, problems) if problem is None]
     bad = [BadShard(s["name"], s["samples"], problem) for s, problem in zip(entries, problems) if problem]
     if bad and policy == "fail":

@@ -243,8 +243,9 @@ def shards_of(manifest: dict[str, Any], split: str) -> list[Shard]:
     return [Shard(s["name"], s["samples"]) for s in shard_entries(manifest, split)]
 
 
-def checked_shards(folder: str | Path, manifest: dict[str, Any], split: str,
-                   policy: str) -> tuple[list[Shard], list[BadShard]]:
-    """A split's shards that match the manifest, and the damaged ones (see `shared.integrity`)."""
-    good, bad = check_shards(folder, shard_entries(manifest, split), policy)
+def checked_shards(folder: str | Path, manifest: dict[str, Any], split: str, policy: str,
+                   **share: Any) -> tuple[list[Shard], list[BadShard]]:
+    """A split's shards that match the manifest, and the damaged ones (see `shared.integrity`;
+    `share` splits the hashing among processes: rank, world, combine)."""
+    good, bad = check_shards(folder, shard_entries(manifest, split), policy, **share)
     return [Shard(s["name"], s["samples"]) for s in good], bad

@@ -25,7 +25,7 @@ from shared.integrity import BadShard, describe_loss
 from shared.manifest import read_manifest
 from trainer import checkpoint
 from trainer.data import BandNorm, ShardStream, checked_shards, make_loader
-from trainer.distributed import World, join
+from trainer.distributed import World, join, sum_across
 from trainer.models import build_model, model_args
 
 
@@ -148,14 +148,19 @@ def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConf
     return TrainConfig(**{**to_dict(saved), "device": cfg.device}) if "device" in explicit else saved
 
 
-def _check_damage(shards: Path, manifest: dict[str, Any], policy: str,
-                  resumed: dict[str, Any] | None) -> tuple[dict[str, list], dict[str, list[BadShard]]]:
-    """The good shards of train and val, and the damaged ones (`fail` stops at the first)."""
+def _check_damage(shards: Path, manifest: dict[str, Any], policy: str, resumed: dict[str, Any] | None,
+                  world: World) -> tuple[dict[str, list], dict[str, list[BadShard]]]:
+    """The good shards of train and val, and the damaged ones (`fail` stops at the first).
+
+    Under torchrun the ranks share the hashing (each reads 1/world of the shards) and sum their
+    findings, so every rank reaches the same verdict and only rank 0 prints it."""
     good, lost = {}, {}
     for split in ("train", "val"):
-        good[split], bad = checked_shards(shards, manifest, split, policy)
+        good[split], bad = checked_shards(shards, manifest, split, policy, rank=world.rank, world=world.size,
+                                          combine=lambda values: sum_across(world, values))
         if bad:
             lost[split] = bad
+        if bad and world.is_main:
             print(f"warning: {split}: {describe_loss(bad)}; going on without them (--on-bad-shard skip)",
                   file=sys.stderr)
     if resumed is not None:
@@ -188,7 +193,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
                              "the same count, so relaunch with it (torchrun --nnodes x --nproc_per_node)")
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    good, lost = _check_damage(shards, manifest, on_bad_shard, resumed)
+    good, lost = _check_damage(shards, manifest, on_bad_shard, resumed, world)
     train_shards, val_shards = good["train"], good["val"]
     if not train_shards:
         raise DataError(f"every train shard of {shards} is damaged; rerun preprocessing")

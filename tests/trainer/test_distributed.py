@@ -1,5 +1,6 @@
 """Training under torchrun: two CPU processes with gloo on tiny shards whose count (5) does not
-divide by ranks x workers; plus the per-rank plan, checked sample by sample."""
+divide by ranks x workers; plus the per-rank plan, checked sample by sample, interruptions
+(SIGKILL of everything, SIGTERM of one rank) and damaged shards checked by both ranks together."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,25 +87,97 @@ def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_sha
     assert alone.returncode == 2 and "trained by 2 process(es), this launch has 1" in alone.stderr
 
 
+def _wait_for_mid_epoch_checkpoint(process: subprocess.Popen, run: Path) -> None:
+    """Until `last.pt` holds a position inside epoch 2 (saved by --checkpoint-every)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+            if ckpt["epoch"] >= 1 and sum(ckpt["position"]["consumed"]) > 0:
+                return
+        except Exception:  # noqa: BLE001 - not there yet, or being replaced right now
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+
+
+def _rank_pid(launcher: int, rank: int) -> int:
+    """The pid of torchrun's child process running `rank` (found by its RANK variable)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no rank {rank} under torchrun pid {launcher}")
+
+
+def _same_weights(run: Path, reference: Path) -> bool:
+    mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+    theirs = torch.load(reference / "last.pt", map_location="cpu", weights_only=True)["model"]
+    return all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def _resume(shards: Path, run: Path) -> None:
+    resumed = subprocess.run(_torchrun(shards, run, "--resume"), cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
 def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_shards, ddp_reference, tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:  # a mid-epoch checkpoint of epoch 2
-        try:
-            ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-            if ckpt["epoch"] >= 1 and sum(ckpt["position"]["consumed"]) > 0:
-                break
-        except Exception:  # noqa: BLE001 - not there yet, or being replaced right now
-            pass
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
+    _wait_for_mid_epoch_checkpoint(process, run)
     os.killpg(process.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
     process.wait()
-    resumed = subprocess.run(_torchrun(tiny_shards, run, "--resume"), cwd=REPO, env=ENV, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
-    reference = torch.load(ddp_reference[0] / "last.pt", map_location="cpu", weights_only=True)["model"]
-    assert all(torch.equal(mine[k], reference[k]) for k in reference)
+    _resume(tiny_shards, run)
+    assert _same_weights(run, ddp_reference[0])
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly(tiny_shards, ddp_reference, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_mid_epoch_checkpoint(process, run)
+    os.kill(_rank_pid(process.pid, 1), signal.SIGTERM)  # rank 0 never sees a signal
+    try:
+        out, err = process.communicate(timeout=120)  # a rank left waiting at a collective would hang here
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+    assert process.returncode != 0
+    assert err.count("stopped by SIGTERM") == 1 and "--resume" in err  # rank 0 saved and said so
+    stopped = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert stopped["epoch"] == 1 and 0 < sum(stopped["position"]["consumed"])  # mid-epoch, not at its end
+    _resume(tiny_shards, run)
+    assert _same_weights(run, ddp_reference[0])
+
+
+def test_both_ranks_share_the_damage_check_and_agree(tiny_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for file in tiny_shards.iterdir():
+        if file.is_file():
+            (shards / file.name).write_bytes(file.read_bytes())
+    manifest = read_manifest(shards)
+    entries = manifest["splits"]["train"]["shards"]
+    damaged = [entries[0]["name"], entries[1]["name"]]  # one hashed by each rank
+    (shards / damaged[0]).unlink()
+    with (shards / damaged[1]).open("r+b") as handle:
+        handle.seek(700)
+        handle.write(b"\xff" * 16)
+    run = tmp_path / "run"
+    result = subprocess.run(_torchrun(shards, run, "--on-bad-shard", "skip", "--epochs", "1"), cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("warning: train: lost") == 1  # printed by rank 0 only
+    assert all(name in result.stderr for name in damaged)
+    lost = sum(e["samples"] for e in entries[:2])
+    row = _metrics(run)[0]
+    assert int(row["train_samples"]) == manifest["splits"]["train"]["samples"] - lost == \
+        manifest["splits"]["train"]["samples"] - int(row["lost_train_samples"])
+    assert "ranks in sync: weights identical on all 2 ranks" in result.stderr
