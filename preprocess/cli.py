@@ -25,6 +25,7 @@ from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, PreprocessConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
+from shared.location import location
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode, trim, augment and turn audio into log-mel WebDataset shards.",
     )
     parser.add_argument("src", nargs="?", help="folder of class subfolders, or CSV path,label[,group][,split]")
-    parser.add_argument("--out", help="output folder for shards, manifest.json and errors.csv")
+    parser.add_argument("--out", help="output folder (or fsspec URL, e.g. s3://bucket/shards) for shards, "
+                        "manifest.json and errors.csv")
     parser.add_argument("--test", help="unlabeled folder or CSV (path column): the test split")
     parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--config", help="TOML file with any of these options")
@@ -77,7 +79,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     if not run_values.get("src"):
         raise UsageError("no SRC given; pass a folder of class subfolders or a CSV (or src in --config)")
     src = Path(run_values["src"])
-    out = Path(run_values.get("out") or Path("shards") / src.stem)
+    out = location(str(run_values.get("out") or Path("shards") / src.stem))  # a Path, or a URL as given
     jobs = int(run_values.get("jobs") or 0)
     if jobs < 0:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
@@ -86,7 +88,8 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
         if not args.scheduler:
             raise UsageError("--backend dask needs --scheduler tcp://HOST:PORT (the `dask scheduler` address)")
         # Cluster workers resolve paths on their own machines: hand them absolute ones.
-        src, out, test = src.resolve(), out.resolve(), test.resolve() if test else None
+        src, test = src.resolve(), test.resolve() if test else None
+        out = out.resolve() if isinstance(out, Path) else out
     elif args.scheduler:
         raise UsageError("--scheduler is for --backend dask; add --backend dask or drop --scheduler")
     return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), args.backend, args.scheduler), cfg

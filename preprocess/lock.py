@@ -8,7 +8,7 @@ from pathlib import Path
 from shared.errors import UsageError
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -34,7 +34,7 @@ class OutputLock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
+                if pid and pid != os.getpid() and alive(pid):
                     raise UsageError(f"{self.path.parent.parent} is being written by another "
                                      f"preprocess run (pid {pid}); wait for it to finish") from None
                 self.path.unlink(missing_ok=True)  # stale: its owner died

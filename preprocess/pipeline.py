@@ -3,6 +3,7 @@
 Resumable by construction: the plan is deterministic, every finished shard is journaled after
 its atomic rename, and a rerun on the same `--out` verifies the journal (size and sha256) and
 redoes only what is missing. The manifest is written last, so its presence means "complete".
+The output is a folder or an fsspec URL (`preprocess.output`); the steps are the same on both.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 from rich.console import Console
 
-from preprocess.lock import OutputLock
+from preprocess.output import Output, output
 from preprocess.plan import ShardJob, job_fingerprint, plan_shards
 from preprocess.report import track
-from preprocess.shards import JOURNAL, journal_path, write_shard
+from preprocess.shards import JOURNAL, journal_name, write_shard
 from preprocess.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
 from preprocess.split import assign_splits
-from shared.atomic import write_bytes, write_json
+from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
 from shared.errors import UsageError
-from shared.integrity import shard_problem
 from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
 
@@ -43,7 +43,7 @@ class RunOptions:
     """How to run (not what to make: that is `PreprocessConfig`, recorded in the manifest)."""
 
     src: Path
-    out: Path
+    out: Path | str  # a folder, or an fsspec URL such as s3://bucket/shards
     test: Path | None = None
     jobs: int = 0  # 0: every available core
     overwrite: bool = False
@@ -101,12 +101,10 @@ def plan_fingerprint(jobs: list[ShardJob], labels: list[str], cfg: PreprocessCon
 # the output folder
 
 
-def _ours(out: Path) -> list[Path]:
+def _ours(out: Output) -> list[str]:
     """Files a previous run may have left in `out` (never anything else)."""
-    found = [p for split in SPLITS for p in out.glob(f"{split}-*.tar")]
-    found += [p for p in out.glob(".*.tmp") if p.is_file()]
-    found += [out / name for name in (MANIFEST, ERRORS) if (out / name).exists()]
-    return found
+    found = [name for split in SPLITS for name in out.names(f"{split}-*.tar")]
+    return found + out.names(".*.tmp") + [name for name in (MANIFEST, ERRORS) if out.names(name)]
 
 
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -122,35 +120,31 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return f"config differs in {', '.join(changed)}" if changed else "inputs differ"
 
 
-def prepare_output(out: Path, fingerprint: str, cfg: PreprocessConfig, overwrite: bool) -> None:
+def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwrite: bool) -> None:
     """Refuse an --out made with another config (unless --overwrite); clear what must go."""
-    plan_file = out / JOURNAL / "plan.json"
-    previous = json.loads(plan_file.read_text()) if plan_file.exists() else None
+    plan_file = f"{JOURNAL}/plan.json"
+    text = out.read_text(plan_file)
+    previous = json.loads(text) if text is not None else None
     leftovers = _ours(out)
     matches = previous is not None and previous.get("fingerprint") == fingerprint
     if overwrite and not matches:
-        for path in leftovers:
-            path.unlink()
-        for record in (out / JOURNAL / "done").glob("*.json"):
-            record.unlink()
-    elif not matches and (previous is not None or any(p.suffix == ".tar" for p in leftovers)):
+        for name in leftovers + out.names(journal_name("*")):
+            out.remove(name)
+    elif not matches and (previous is not None or any(name.endswith(".tar") for name in leftovers)):
         why = _describe_difference(previous["config"], config_fields(cfg)) if previous else \
             "it holds shards from an unknown run"
         raise UsageError(f"--out {out} was made by another preprocessing run ({why}); "
                          "pass --overwrite to replace it, or choose another --out")
-    for stale in out.glob(".*.tmp"):  # left by a killed run; never under a final name
-        stale.unlink()
-    (out / JOURNAL / "done").mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, {"fingerprint": fingerprint, "config": config_fields(cfg)})
+    out.remove_temporaries()  # left by a killed run; never under a final name
+    out.write(plan_file, json_bytes({"fingerprint": fingerprint, "config": config_fields(cfg)}))
 
 
-def finished_record(out: Path, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
-    """The journal record of a shard that is complete on disk and current, else None."""
-    path = journal_path(out, job.name)
+def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
+    """The journal record of a shard that is complete in `out` and current, else None."""
     try:
-        record = json.loads(path.read_text())
-        if (record.get("fingerprint") == job_fingerprint(job, cfg)
-                and shard_problem(out / job.name, record["bytes"], record["sha256"]) is None):
+        record = json.loads(out.read_text(journal_name(job.name)) or "null")
+        if (record and record.get("fingerprint") == job_fingerprint(job, cfg)
+                and out.problem(job.name, record["bytes"], record["sha256"]) is None):
             return record
     except (OSError, ValueError, KeyError):
         pass
@@ -161,7 +155,7 @@ def finished_record(out: Path, job: ShardJob, cfg: PreprocessConfig) -> dict[str
 # running
 
 
-def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: int,
+def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, jobs: int,
              scheduler: str | None = None) -> Iterator[dict]:
     """Shard records as workers finish them: on a dask cluster when `scheduler` is given, else in
     local processes (in-process when one job is enough)."""
@@ -180,10 +174,11 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, jobs: in
         yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
 
 
-def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Path, scheduler: str) -> Iterator[dict]:
-    """The same shard jobs through joblib's Dask backend. Every worker must see `out` and the
-    inputs at the same paths (a shared file system); each writes whole shards by atomic rename
-    on that file system, exactly as a local worker does, so the output is byte-identical."""
+def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, scheduler: str) -> Iterator[dict]:
+    """The same shard jobs through joblib's Dask backend. Every worker must see the inputs at the
+    same paths (a shared file system) and `out` there too, or reach it as an fsspec URL with its
+    own credentials; each writes whole shards exactly as a local worker does (atomic rename, or
+    one upload per object), so the output is byte-identical."""
     try:
         from distributed import Client
     except ImportError:
@@ -247,16 +242,10 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     jobs = opts.jobs or available_cores()
     clips, rejections, labels = gather_inputs(opts, cfg)
     plan = plan_shards(clips, labels, cfg)
-    out = opts.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test.{os.getpid()}.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write to --out {out} ({exc.strerror}); choose a writable folder") from None
+    out = output(opts.out)
+    out.prepare()
 
-    with OutputLock(out / JOURNAL / "lock"):
+    with out.lock(f"{JOURNAL}/lock"):
         prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite)
         records: dict[str, dict[str, Any]] = {}
         for job in plan:
@@ -265,7 +254,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
                 records[job.name] = record
         pending = [job for job in plan if job.name not in records]
         if pending:
-            (out / MANIFEST).unlink(missing_ok=True)  # present only when everything is
+            out.remove(MANIFEST)  # present only when everything is
         done_clips = sum(len(j.items) for j in plan if j.name in records)
         total_clips = sum(len(j.items) for j in plan)
         try:
@@ -273,8 +262,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
                                 total_clips, done_clips, console):
                 records[record["name"]] = record
         except OSError:  # e.g. a full disk: joblib has stopped the workers; free what they left
-            for partial in out.glob(".*.tmp"):
-                partial.unlink(missing_ok=True)
+            out.remove_temporaries()
             raise
 
         ordered = [records[job.name] for job in plan]
@@ -285,6 +273,6 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         manifest = build_manifest(ordered, labels, cfg, total, len(errors))
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
-        write_bytes(out / ERRORS, _errors_csv(errors))
-        write_json(out / MANIFEST, manifest)
+        out.write(ERRORS, _errors_csv(errors))
+        out.write(MANIFEST, json_bytes(manifest))
     return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending))

@@ -2,7 +2,8 @@
 
 A worker owns whole shards: it decodes each clip once, makes the original and its augmented
 copies, writes them with webdataset's `TarWriter` to a hidden temporary file, fsyncs, renames it
-to its final name, and only then records the shard in the journal. Nothing it returns to the
+to its final name (or uploads it whole to an object store: `preprocess.output`), and only then
+records the shard in the journal. Nothing it returns to the
 parent holds audio: a few counters and per-band sums.
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from preprocess.augment import make_augmentation
+from preprocess.output import output
 from preprocess.plan import Item, ShardJob, copy_key, job_fingerprint
-from shared.atomic import atomic_open, write_json
+from shared.atomic import json_bytes
 from shared.audio import AudioError, clip_to_mel, load_clip
 from shared.config import PreprocessConfig
 from shared.runtime import limit_threads, tune_allocator
@@ -61,8 +62,9 @@ def _item_samples(item: Item, cfg: PreprocessConfig) -> list[tuple[str, str | No
     return samples
 
 
-def journal_path(out: Path, name: str) -> Path:
-    return out / JOURNAL / "done" / f"{name}.json"
+def journal_name(name: str) -> str:
+    """The journal record of a finished shard, relative to the output."""
+    return f"{JOURNAL}/done/{name}.json"
 
 
 def _sample(item: Item, copy: int, key: str, augment: str | None, mel: np.ndarray, seconds: float) -> dict:
@@ -96,17 +98,17 @@ class _BandStats:
 
 
 def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any]:
-    """Write `job`'s shard under `out` and return (and journal) its record."""
+    """Write `job`'s shard under `out` (a folder or an fsspec URL) and return (and journal) its record."""
     import webdataset as wds  # imported here: the parent never needs it
 
     tune_allocator()
     limit_threads()
-    out_dir = Path(out)
+    target = output(out)
     stats = _BandStats(cfg.audio.n_mels)
     per_class: dict[str, int] = {}
     errors: list[list[str]] = []
     clips = samples_written = 0
-    with atomic_open(out_dir / job.name) as handle:
+    with target.open_shard(job.name) as handle:
         hashed = _HashingWriter(handle)
         with wds.TarWriter(hashed, encoder=False, mtime=TAR_MTIME) as sink:
             for item in job.items:
@@ -131,5 +133,5 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
         "samples": samples_written, "clips": clips, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
         "per_class": dict(sorted(per_class.items())), "errors": errors, "stats": stats.to_dict(),
     }
-    write_json(journal_path(out_dir, job.name), record)
+    target.write(journal_name(job.name), json_bytes(record))
     return record

@@ -50,6 +50,11 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """Deterministic JSON (sorted keys, 1-space indent): identical inputs give identical bytes."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys, 1-space indent) written atomically."""
-    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    """`json_bytes(obj)` written atomically."""
+    write_bytes(path, json_bytes(obj))

@@ -50,7 +50,9 @@ class _PipeReader:
     def close(self) -> None:
         self.process.stdout.close()
         status = self.process.wait()
-        if status not in (0, -13):  # -13: SIGPIPE, we stopped reading early on purpose
+        # SIGPIPE means we stopped reading early on purpose (a tar's trailing zero blocks are
+        # never read): -13 when the command itself got it, 141 (128 + 13) when its shell reports it.
+        if status not in (0, -13, 141):
             message = self.process.stderr.read().decode("utf-8", "replace").strip().splitlines()
             raise DataError(f"`{self.command}` failed with status {status}: {message[-1] if message else ''}")
 

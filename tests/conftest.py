@@ -57,3 +57,25 @@ def trained(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     return {"shards": root / "shards", "run": root / "run", "test": test, "raw": raw, "answers": answers,
             "corpus": corpus}
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 API (moto's server) on loopback, with a `melshard` bucket; its endpoint and dummy
+    credentials are in the environment, which subprocesses and dask workers inherit."""
+    moto_server = pytest.importorskip("moto.server", reason="pip install -e '.[test]' for the S3 tests")
+    fsspec = pytest.importorskip("fsspec")
+    pytest.importorskip("s3fs", reason="pip install -e '.[test]' for the S3 tests")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            env.setenv(name, value)
+        env.delenv("AWS_PROFILE", raising=False)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("melshard")
+        yield fs
+    server.stop()

@@ -1,5 +1,6 @@
 """`--backend dask`: the same shard jobs on a real dask.distributed scheduler with two worker
-processes on loopback give byte-identical shards and manifest to a local run."""
+processes on loopback give byte-identical shards and manifest to a local run, written to a
+folder and uploaded to an object store (a real S3 API on loopback); reruns on S3 resume."""
 
 from __future__ import annotations
 
@@ -16,7 +17,19 @@ def _published(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
 
-def test_a_dask_cluster_writes_the_same_bytes_as_local_processes(tmp_path, monkeypatch):
+def test_dask_without_a_scheduler_is_a_usage_error(tmp_path):
+    result = run_module("preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "dask")
+    assert result.returncode == 2 and "--scheduler" in result.stderr
+
+
+def _objects(fs, prefix: str) -> dict[str, bytes]:
+    """Every object under s3://melshard/PREFIX except the journal, by name."""
+    fs.invalidate_cache()
+    return {path.rsplit("/", 1)[1]: fs.cat_file(path) for path in sorted(fs.find(f"melshard/{prefix}"))
+            if "/.melshard/" not in path}
+
+
+def test_a_dask_cluster_writes_the_same_bytes_to_a_folder_and_to_s3_as_local_processes(tmp_path, monkeypatch, s3):
     src = make_corpus(tmp_path / "src", per_class=6, labels=("low", "mid", "high"))
     config = tmp_path / "small.toml"
     config.write_text(SMALL + "[augment]\ncopies = 1\n")
@@ -24,19 +37,38 @@ def test_a_dask_cluster_writes_the_same_bytes_as_local_processes(tmp_path, monke
                        "--jobs", "2")
     assert local.returncode == 0, local.stderr
 
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the worker processes import this checkout
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
-        result = run_module("preprocess", str(src), "--out", str(tmp_path / "dask"), "--config", str(config),
-                            "--backend", "dask", "--scheduler", cluster.scheduler_address)
-        assert result.returncode == 0, result.stderr
+        for out in (str(tmp_path / "dask"), "s3://melshard/dask"):  # a shared file system; an object store
+            result = run_module("preprocess", str(src), "--out", out, "--config", str(config),
+                                "--backend", "dask", "--scheduler", cluster.scheduler_address)
+            assert result.returncode == 0, result.stderr
         with distributed.Client(cluster) as client:  # the shard jobs really ran on the cluster
             prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert any("write_shard" in name for name in prefixes), prefixes
-    assert _published(tmp_path / "dask") == _published(tmp_path / "local")
     assert len(_published(tmp_path / "local")) > 5
+    assert _published(tmp_path / "dask") == _published(tmp_path / "local")
+    uploaded = _objects(s3, "dask")
+    assert uploaded == _published(tmp_path / "local")
+    assert not [p for p in s3.find("melshard/dask") if p.endswith(".tmp")]  # no temporaries, no lock left
+    assert not s3.exists("melshard/dask/.melshard/lock")
 
 
-def test_dask_without_a_scheduler_is_a_usage_error(tmp_path):
-    result = run_module("preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "dask")
-    assert result.returncode == 2 and "--scheduler" in result.stderr
+def test_a_rerun_on_s3_keeps_finished_shards_and_rewrites_a_lost_one(tmp_path, s3):
+    src = make_corpus(tmp_path / "src", per_class=6, labels=("low", "mid", "high"))
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL)
+    command = ["preprocess", str(src), "--out", "s3://melshard/rerun", "--config", str(config), "--jobs", "2"]
+    first = run_module(*command)
+    assert first.returncode == 0, first.stderr
+    before = _objects(s3, "rerun")
+    shards = sorted(name for name in before if name.endswith(".tar"))
+    s3.rm_file(f"melshard/rerun/{shards[1]}")
+    again = run_module(*command)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed: {len(shards) - 1} finished shard(s)" in again.stdout
+    assert _objects(s3, "rerun") == before
+    other = run_module(*command[:-2], "--jobs", "1", "--seed", "7")  # another config: refused, nothing touched
+    assert other.returncode == 2 and "--overwrite" in other.stderr
+    assert _objects(s3, "rerun") == before

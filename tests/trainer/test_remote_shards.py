@@ -1,4 +1,5 @@
-"""Training from shard URLs: a shard folder served over loopback HTTP, and a `pipe:` command;
+"""Training from shard URLs: a shard folder served over loopback HTTP, one in a real S3 API on
+loopback, and a `pipe:` command;
 shard names never reach a shell unquoted."""
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def test_training_streams_shards_over_http(tiny_shards, served, tmp_path):
     assert _train_samples(tmp_path / "run") == [read_manifest(tiny_shards)["splits"]["train"]["samples"]]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["shards"] == served
     assert read_manifest(served) == read_manifest(tiny_shards)  # the manifest comes from the same place
+
+
+def test_training_streams_shards_from_s3(tiny_shards, s3, tmp_path):
+    for file in tiny_shards.iterdir():
+        if file.is_file():
+            s3.put_file(str(file), f"melshard/tiny/{file.name}")
+    result = run_module("trainer", "train", "s3://melshard/tiny", "--out", str(tmp_path / "run"), *FAST)
+    assert result.returncode == 0, result.stderr
+    assert _train_samples(tmp_path / "run") == [read_manifest(tiny_shards)["splits"]["train"]["samples"]]
+    assert read_manifest("s3://melshard/tiny") == read_manifest(tiny_shards)
 
 
 def test_training_reads_shards_through_a_pipe_command(tiny_shards, tmp_path):
