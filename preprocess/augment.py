@@ -1,4 +1,4 @@
-"""Augmented copies of training clips: noise, pitch, speed, time shift, reverb, gain.
+"""Augmented copies of training clips: noise, pitch, speed, time shift, reverb, gain, cut.
 
 Every random draw comes from a generator seeded by (seed, sample key, copy index), so a copy is
 the same whichever worker makes it and in whatever order. Each transform is chosen to cost about
@@ -54,6 +54,13 @@ def _shift(y, rng, cfg, sr):
     return y[min(-offset, y.size // 2):], 1.0
 
 
+def _cut(y, rng, cfg, sr):
+    # Recordings stopped (or trimmed) early lose the end of the word: on FSDD one speaker's
+    # "six" ends 10 ms after its vowel, where the others' /ks/ runs on for 0.1-0.3 s.
+    keep = 1.0 - rng.uniform(0.0, cfg.cut_end)
+    return y[: max(1, int(round(y.size * keep)))], 1.0
+
+
 def _reverb(y, rng, cfg, sr):
     rt60 = rng.uniform(*cfg.reverb_rt60_s)
     wet = rng.uniform(*cfg.reverb_wet)
@@ -78,7 +85,7 @@ def _gain(y, rng, cfg, sr):
 
 _TRANSFORMS = {
     "noise": _noise, "pitch": _pitch, "speed": _speed,
-    "shift": _shift, "reverb": _reverb, "gain": _gain,
+    "shift": _shift, "reverb": _reverb, "gain": _gain, "cut": _cut,
 }
 
 

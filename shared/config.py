@@ -21,7 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-TRANSFORMS = ("noise", "pitch", "speed", "shift", "reverb", "gain")
+TRANSFORMS = ("noise", "pitch", "speed", "shift", "reverb", "gain", "cut")  # every transform there is
+DEFAULT_TRANSFORMS = TRANSFORMS[:6]  # the seeds' five plus gain
 DB_REFERENCES = ("full_scale", "clip_max")
 
 
@@ -83,7 +84,7 @@ class AugmentConfig:
     """Random transforms for the augmented copies of training clips."""
 
     copies: int = 1  # augmented copies per training clip (the seeds' default doubles the set)
-    transforms: tuple[str, ...] = TRANSFORMS  # each copy draws one of these uniformly
+    transforms: tuple[str, ...] = DEFAULT_TRANSFORMS  # each copy draws one of these uniformly
     snr_db: tuple[float, float] = (10.0, 30.0)  # noise: signal-to-noise ratio range
     pitch_semitones: float = 2.0  # pitch: shift drawn from [-x, x] semitones
     speed: tuple[float, float] = (0.9, 1.1)  # speed: resampling factor range (tempo and pitch)
@@ -91,6 +92,7 @@ class AugmentConfig:
     reverb_rt60_s: tuple[float, float] = (0.1, 0.6)  # reverb: decay time of the impulse response
     reverb_wet: tuple[float, float] = (0.2, 0.5)  # reverb: share of reverberant signal
     gain_db: tuple[float, float] = (-6.0, 6.0)  # gain: level change range
+    cut_end: float = 0.3  # cut: up to this share of the clip's end removed (a recording stopped early)
 
     def __post_init__(self) -> None:
         _require(self.copies >= 0, f"augment.copies must be >= 0, got {self.copies}")
@@ -105,6 +107,7 @@ class AugmentConfig:
         _check_range("augment.reverb_rt60_s", self.reverb_rt60_s, 0.01, 5.0)
         _check_range("augment.reverb_wet", self.reverb_wet, 0.0, 1.0)
         _check_range("augment.gain_db", self.gain_db, -60.0, 60.0)
+        _require(0 <= self.cut_end < 1, "augment.cut_end must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 (else fp16 + GradScaler) on CUDA, off on CPU
     mixup_p: float = 0.5  # probability that a training batch is mixed
     mixup_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing weight
+    eq_db: float = 0.0  # random equalisation: tilt of up to this many dB at the band edges; 0: off
     freq_masks: int = 0  # SpecAugment: frequency masks per training sample
     freq_mask_width: int = 8  # ... each at most this many mel bands wide
     time_masks: int = 0  # SpecAugment: time masks per training sample
@@ -231,6 +235,7 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
         _require(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}")
         _require(0 <= self.mixup_p <= 1 and self.mixup_alpha > 0, "mixup_p in [0, 1], mixup_alpha > 0")
+        _require(0 <= self.eq_db <= 40, "eq_db must be in [0, 40] dB")
         _require(min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) >= 0,
                  "SpecAugment mask counts and widths must be >= 0")
         _require(self.early_stop_metric in EARLY_STOP_METRICS,

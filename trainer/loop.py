@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
 from trainer import checkpoint
-from trainer.augment import mixup, spec_augment
+from trainer.augment import mixup, random_eq, spec_augment
 from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.evaluation import evaluate_batches
@@ -156,7 +156,7 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
     torch.manual_seed(seed)  # dropout: a pure function of (seed, epoch, step)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = s.normalise(batch["mel"].to(device, non_blocking=True))
+    x = s.normalise(random_eq(batch["mel"].to(device, non_blocking=True), cfg, generator))
     y = batch["label"].to(device, non_blocking=True)
     x = spec_augment(x, cfg, generator)
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)

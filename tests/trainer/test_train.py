@@ -16,7 +16,7 @@ import torch
 
 from shared.config import TrainConfig
 from tests.audio_fixtures import REPO, run_module
-from trainer.augment import mixup, spec_augment
+from trainer.augment import mixup, random_eq, spec_augment
 from trainer.models import build_model, model_args
 
 FAST = ["--model", "cnn", "--width", "0.25", "--batch-size", "4", "--num-workers", "2", "--lr", "3e-3"]
@@ -182,6 +182,19 @@ def test_spec_augment_masks_bands_and_frames():
     x = torch.ones(3, 1, 32, 50)
     masked = spec_augment(x, cfg, torch.Generator().manual_seed(0))
     assert masked.shape == x.shape and 0 < (masked == 0).float().mean() < 0.6
+
+
+def test_random_eq_adds_one_smooth_curve_per_clip_within_its_bounds():
+    mel = torch.randn(64, 32, 20).half()
+    out = random_eq(mel, TrainConfig(eq_db=10.0), torch.Generator().manual_seed(0))
+    curve = out - mel.float()
+    assert torch.allclose(curve, curve[:, :, :1].expand_as(curve), atol=1e-2)  # the same gain in every frame
+    gains = curve[:, :, 0]
+    assert gains.abs().max() <= 15.0 + 1e-2  # tilt <= 10 dB plus bow <= 5 dB
+    assert gains[:, -1].sub(gains[:, 0]).abs().max() > 10  # edges pulled apart: a real tilt...
+    assert gains.std(dim=0).min() > 1  # ...different for every clip
+    assert (gains.diff(dim=1).diff(dim=1).abs() < 0.1).all()  # smooth: no band-to-band jumps
+    assert random_eq(mel, TrainConfig(), torch.Generator()) is mel  # off by default, drawing nothing
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet9"])
