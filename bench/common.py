@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -98,6 +99,22 @@ def corpus_folder(work: Path) -> Path:
         make_demo_corpus(work / "synthetic", per_class=375, test_per_class=0)
         folder = work / "synthetic" / "train"
     return folder
+
+
+def training_options(parser: argparse.ArgumentParser, workers: int, help_workers: str | None = None) -> None:
+    """The options the training benchmarks share (model size, batch, loader, device, work folder)."""
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=workers, help=help_workers)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work", default="/tmp/melshard-loader")
+
+
+def shards_for_training(work: Path) -> Path:
+    """The training benchmarks' shard folder (FSDD, or synthetic audio), made once."""
+    shards = work / "shards"
+    preprocess(corpus_folder(work), shards, "--augment-copies", "0")
+    return shards
 
 
 def preprocess(src: Path, out: Path, *args: str) -> None:

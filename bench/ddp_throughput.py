@@ -20,22 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, corpus_folder, machine, preprocess, python_env  # noqa: E402
+from bench.common import REPO, machine, python_env, shards_for_training, training_options  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--width", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--work", default="/tmp/melshard-loader")
+    training_options(parser, workers=1, help_workers="loader processes per rank")
     args = parser.parse_args()
     work = Path(args.work)
-    shards = work / "shards"
-    preprocess(corpus_folder(work), shards, "--augment-copies", "0")
+    shards = shards_for_training(work)
     print(f"# ddp throughput: {machine()}")
     print(f"# command: python bench/ddp_throughput.py --procs {args.procs} --epochs {args.epochs} "
           f"--width {args.width} --batch-size {args.batch_size} --num-workers {args.num_workers} --device {args.device}")

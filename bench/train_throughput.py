@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import corpus_folder, machine, preprocess  # noqa: E402
+from bench.common import machine, shards_for_training, training_options  # noqa: E402
 from shared.config import TrainConfig  # noqa: E402
 from trainer.data import iter_batches  # noqa: E402
 from trainer.loop import State, StopRequest, train_epoch, train_step  # noqa: E402
@@ -32,16 +32,11 @@ from trainer.setup import default_workers, open_session  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cnn", choices=["cnn", "resnet9"])
-    parser.add_argument("--width", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=default_workers())
     parser.add_argument("--amp", default="auto")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--work", default="/tmp/melshard-loader")
+    training_options(parser, workers=default_workers())
     args = parser.parse_args()
     work = Path(args.work)
-    shards = work / "shards"
-    preprocess(corpus_folder(work), shards, "--augment-copies", "0")
+    shards = shards_for_training(work)
     cfg = TrainConfig(model=args.model, width=args.width, batch_size=args.batch_size, epochs=1,
                       num_workers=args.num_workers, amp=args.amp, device=args.device)
     print(f"# train throughput: {machine()}")
