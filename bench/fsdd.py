@@ -102,11 +102,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the config's epochs")
     parser.add_argument("--folds", default=",".join(SPEAKERS), help="loso: speakers to hold out")
     parser.add_argument("--work", default="/tmp/melshard-fsdd")
-    parser.add_argument("--preprocess-config", type=Path, default=CONFIGS / "fsdd_preprocess.toml")
+    parser.add_argument("--preprocess-config", type=Path, default=None,
+                        help="default: configs/fsdd_preprocess.toml (official), fsdd_loso_preprocess.toml (loso)")
     parser.add_argument("--train-config", type=Path, default=CONFIGS / "fsdd_train.toml")
     args = parser.parse_args()
     if not FSDD.is_dir():
         sys.exit(f"{FSDD} is absent: this benchmark needs the FSDD recordings")
+    if args.preprocess_config is None:
+        args.preprocess_config = CONFIGS / ("fsdd_loso_preprocess.toml" if args.protocol == "loso" else
+                                            "fsdd_preprocess.toml")
     work = Path(args.work)
     print(f"# fsdd: {machine()}")
     print(f"# command: python bench/fsdd.py --protocol {args.protocol} --model {args.model} --width {args.width}"
