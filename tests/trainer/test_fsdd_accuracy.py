@@ -21,7 +21,7 @@ def test_cnn_reaches_90_percent_on_the_official_test_split(tmp_path):
     assert prep.returncode == 0, prep.stderr
     # Ten plain epochs (no MixUp, no augmented copies) keep this under two minutes on 2 cores.
     train = run_module("trainer", "train", str(shards), "--out", str(run), "--model", "cnn", "--width", "0.5",
-                       "--epochs", "10", "--lr", "3e-3", "--mixup-p", "0", timeout=900)
+                       "--epochs", "6", "--lr", "3e-3", "--mixup-p", "0", timeout=900)
     assert train.returncode == 0, train.stderr
     evaluate = run_module("trainer", "evaluate", str(run), "--shards", str(shards), "--split", "test")
     assert evaluate.returncode == 0, evaluate.stderr
