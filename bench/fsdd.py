@@ -116,6 +116,7 @@ def main() -> None:
     print(f"# command: python bench/fsdd.py --protocol {args.protocol} --model {args.model} --width {args.width}"
           + (f" --epochs {args.epochs}" if args.epochs else "")
           + (f" --folds {args.folds}" if args.protocol == "loso" else ""))
+    print(f"# features: {args.preprocess_config.name}; training: {args.train_config.name}")
     if args.protocol == "official":
         fold(work, "official", None, args)
         return
