@@ -4,6 +4,9 @@ folder and uploaded to an object store (a real S3 API on loopback); reruns on S3
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 
 from tests.audio_fixtures import REPO, make_corpus, run_module
@@ -15,6 +18,21 @@ SMALL = "shard_size = 4\n[audio]\nsr = 8000\nduration_s = 1.0\nn_fft = 256\nhop_
 
 def _published(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+@contextlib.contextmanager
+def _local_cluster():
+    """Two worker processes on loopback. Starting them sets OMP_NUM_THREADS=1 (and MKL, OpenBLAS)
+    in this process's environment for good (dask's nanny pre-spawn settings), which would make
+    every later test's subprocess run torch on one thread; the environment is put back after."""
+    saved = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                      dashboard_address=None) as cluster:
+            yield cluster
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_dask_without_a_scheduler_is_a_usage_error(tmp_path):
@@ -38,8 +56,7 @@ def test_a_dask_cluster_writes_the_same_bytes_to_a_folder_and_to_s3_as_local_pro
     assert local.returncode == 0, local.stderr
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+    with _local_cluster() as cluster:
         for out in (str(tmp_path / "dask"), "s3://melshard/dask"):  # a shared file system; an object store
             result = run_module("preprocess", str(src), "--out", out, "--config", str(config),
                                 "--backend", "dask", "--scheduler", cluster.scheduler_address)
