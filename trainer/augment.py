@@ -31,9 +31,9 @@ def random_eq(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -
     """Add a random smooth gain curve across the mel bands of `[B, M, T]` log-mels (in dB).
 
     Microphones and rooms colour a recording with a fixed frequency response (on FSDD the six
-    speakers' average share of energy at 3-4 kHz, by Welch's method, spans 14 dB). A random tilt of up to
-    `eq_db` at the band edges plus a bow of up to half that (both uniform, either sign) teaches
-    the model that such colouring is not part of the word.
+    speakers' share of energy at 3-4 kHz spans 12.5 dB: bench/fsdd_recordings.py). A random
+    tilt of up to `eq_db` at the band edges plus a bow of up to half that (both uniform, either
+    sign) teaches the model that such colouring is not part of the word.
     """
     if cfg.eq_db == 0:
         return mel
