@@ -87,13 +87,13 @@ def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_sha
     assert alone.returncode == 2 and "trained by 2 process(es), this launch has 1" in alone.stderr
 
 
-def _wait_for_mid_epoch_checkpoint(process: subprocess.Popen, run: Path) -> None:
-    """Until `last.pt` holds a position inside epoch 2 (saved by --checkpoint-every)."""
+def _wait_for_mid_epoch_checkpoint(process: subprocess.Popen, run: Path, epoch: int) -> None:
+    """Until `last.pt` holds a position inside epoch index `epoch` or later (saved by --checkpoint-every)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         try:
             ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-            if ckpt["epoch"] >= 1 and sum(ckpt["position"]["consumed"]) > 0:
+            if ckpt["epoch"] >= epoch and sum(ckpt["position"]["consumed"]) > 0:
                 return
         except Exception:  # noqa: BLE001 - not there yet, or being replaced right now
             pass
@@ -132,7 +132,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_shards, ddp_reference
     run = tmp_path / "run"
     process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for_mid_epoch_checkpoint(process, run)
+    _wait_for_mid_epoch_checkpoint(process, run, epoch=1)  # resumes into the second epoch
     os.killpg(process.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
     process.wait()
     _resume(tiny_shards, run)
@@ -143,7 +143,9 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly(tin
     run = tmp_path / "run"
     process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for_mid_epoch_checkpoint(process, run)
+    # As early as possible: with a step or two left, rank 1 could already be past its training loop,
+    # where SIGTERM has its default effect.
+    _wait_for_mid_epoch_checkpoint(process, run, epoch=0)
     os.kill(_rank_pid(process.pid, 1), signal.SIGTERM)  # rank 0 never sees a signal
     try:
         out, err = process.communicate(timeout=120)  # a rank left waiting at a collective would hang here
@@ -152,7 +154,8 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly(tin
     assert process.returncode != 0
     assert err.count("stopped by SIGTERM") == 1 and "--resume" in err  # rank 0 saved and said so
     stopped = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    assert stopped["epoch"] == 1 and 0 < sum(stopped["position"]["consumed"])  # mid-epoch, not at its end
+    final = torch.load(ddp_reference[0] / "last.pt", map_location="cpu", weights_only=True)
+    assert stopped["step"] < final["step"]  # stopped part way, not at the end
     _resume(tiny_shards, run)
     assert _same_weights(run, ddp_reference[0])
 
