@@ -24,7 +24,7 @@ from typing import BinaryIO
 from preprocess.lock import OutputLock, alive
 from shared.atomic import atomic_open, write_bytes
 from shared.errors import UsageError
-from shared.integrity import shard_problem
+from shared.integrity import MISSING, OK, WRONG_SIZE, describe, shard_problem
 from shared.location import is_remote
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -42,9 +42,6 @@ class LocalOutput:
 
     def __str__(self) -> str:
         return str(self.folder)
-
-    def __reduce__(self):
-        return LocalOutput, (str(self.folder),)
 
     def prepare(self) -> None:
         """Create the folder and prove it is writable (one line naming the fix if not)."""
@@ -177,8 +174,8 @@ class RemoteOutput:
         try:
             actual = self.fs.info(self._path(name))["size"]
         except FileNotFoundError:
-            return "missing"
-        return None if actual == size else f"{actual} bytes where the journal says {size}"
+            return describe(MISSING, 0, size)
+        return describe(OK if actual == size else WRONG_SIZE, actual, size)
 
     def remove_temporaries(self) -> None:
         if self.scheme not in OBJECT_STORES:
