@@ -51,9 +51,14 @@ class AudioError(Exception):
     """A clip that cannot become a sample. `reason` is a short code for errors.csv."""
 
     def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
+        # Both fields are the exception's args: unpickling (a process pool sending it back)
+        # calls AudioError(*args), which must rebuild the same error.
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 # ---------------------------------------------------------------------------------------------

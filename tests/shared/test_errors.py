@@ -1,0 +1,81 @@
+"""Every exception type of the project survives a pickle round trip with its fields and message.
+
+Workers (joblib's loky processes, the Dask backend, DataLoader workers) send exceptions back to
+the parent by pickling them; one that cannot be rebuilt from its pickle breaks the whole pool
+(`BrokenProcessPool`) instead of reporting one bad input. The classes are found by importing
+every module of the project, so a new exception type fails here until it is in `EXAMPLES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import pkgutil
+
+import pytest
+
+PACKAGES = ("shared", "preprocess", "trainer")
+
+# Constructor args per class, as the code raises it: (qualified name) -> args.
+EXAMPLES: dict[str, tuple] = {
+    "shared.audio.AudioError": ("silent", "the clip is all zeros"),
+    "shared.errors.UsageError": ("--jobs must be at least 1",),
+    "shared.errors.ConfigError": ("audio.sr must be a positive integer, not -1",),
+    "shared.errors.DataError": ("nothing in test/ could be evaluated",),
+    "shared.shardio.ShardError": ("train-000001.tar: truncated tar header",),
+}
+
+
+def _modules() -> list[str]:
+    """Every importable module of the project's packages (not `__main__`, which would run a CLI)."""
+    names = []
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        names += [m.name for m in pkgutil.walk_packages(root.__path__, f"{package}.")
+                  if not m.name.endswith(".__main__")]
+    return names
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | _subclasses(sub)
+    return found
+
+
+def project_exceptions() -> list[type]:
+    """Every exception class defined in the project's modules, nested or private ones included."""
+    for name in _modules():
+        importlib.import_module(name)
+    ours = [c for c in _subclasses(BaseException) if c.__module__.split(".")[0] in PACKAGES]
+    return sorted(ours, key=_name)
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def test_every_exception_class_has_an_example():
+    found = {_name(c) for c in project_exceptions()}
+    assert found >= {"shared.audio.AudioError", "shared.shardio.ShardError"}  # the search itself works
+    missing = sorted(found - EXAMPLES.keys())
+    assert not missing, f"add constructor args for {missing} to EXAMPLES (and make them picklable)"
+    assert not EXAMPLES.keys() - found, "EXAMPLES names a class that no longer exists"
+
+
+@pytest.mark.parametrize("cls", project_exceptions(), ids=_name)
+def test_an_exception_survives_pickling_with_its_fields_and_message(cls):
+    error = cls(*EXAMPLES[_name(cls)])
+    for protocol in (pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL):
+        copy = pickle.loads(pickle.dumps(error, protocol))
+        assert type(copy) is cls
+        assert str(copy) == str(error) and copy.args == error.args
+        assert vars(copy) == vars(error)
+
+
+def test_an_audio_error_keeps_its_reason_and_detail():
+    from shared.audio import AudioError
+
+    copy = pickle.loads(pickle.dumps(AudioError("truncated", "header claims 32000 bytes, 16000 present")))
+    assert (copy.reason, copy.detail) == ("truncated", "header claims 32000 bytes, 16000 present")
+    assert str(copy) == "truncated: header claims 32000 bytes, 16000 present"
