@@ -97,6 +97,13 @@ def plan_fingerprint(jobs: list[ShardJob], labels: list[str], cfg: PreprocessCon
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def listing_fingerprint(jobs: list[ShardJob]) -> str:
+    """The plan without the files' sizes and times: tells "a file changed" from "other files"."""
+    payload = json.dumps([[j.name, [[i.key, i.rel, i.label, i.group, i.copies] for i in j.items]]
+                          for j in jobs])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # the output folder
 
@@ -107,7 +114,7 @@ def _ours(out: Output) -> list[str]:
     return found + out.names(".*.tmp") + [name for name in (MANIFEST, ERRORS) if out.names(name)]
 
 
-def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+def _describe_difference(old: dict[str, Any], new: dict[str, Any], same_listing: bool = False) -> str:
     def flat(data, prefix=""):
         for key, value in data.items():
             if isinstance(value, dict):
@@ -117,11 +124,17 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 
     a, b = dict(flat(old)), dict(flat(new))
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    return f"config differs in {', '.join(changed)}" if changed else "inputs differ"
+    if changed:
+        return f"config differs in {', '.join(changed)}"
+    if same_listing:
+        return "an input file was replaced or modified since: its size or modification time differs"
+    return "inputs differ: files added, removed, relabeled or moved between splits"
 
 
-def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwrite: bool) -> None:
-    """Refuse an --out made with another config (unless --overwrite); clear what must go."""
+def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwrite: bool,
+                   listing: str | None = None) -> None:
+    """Refuse an --out made with another config or other inputs (unless --overwrite); clear what
+    must go."""
     plan_file = f"{JOURNAL}/plan.json"
     text = out.read_text(plan_file)
     previous = json.loads(text) if text is not None else None
@@ -131,12 +144,16 @@ def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwri
         for name in leftovers + out.names(journal_name("*")):
             out.remove(name)
     elif not matches and (previous is not None or any(name.endswith(".tar") for name in leftovers)):
-        why = _describe_difference(previous["config"], config_fields(cfg)) if previous else \
+        why = _describe_difference(previous["config"], config_fields(cfg),
+                                   listing is not None and previous.get("listing") == listing) if previous else \
             "it holds shards from an unknown run"
         raise UsageError(f"--out {out} was made by another preprocessing run ({why}); "
                          "pass --overwrite to replace it, or choose another --out")
     out.remove_temporaries()  # left by a killed run; never under a final name
-    out.write(plan_file, json_bytes({"fingerprint": fingerprint, "config": config_fields(cfg)}))
+    record = {"fingerprint": fingerprint, "config": config_fields(cfg)}
+    if listing is not None:
+        record["listing"] = listing
+    out.write(plan_file, json_bytes(record))
 
 
 def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
@@ -246,7 +263,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     out.prepare()
 
     with out.lock(f"{JOURNAL}/lock"):
-        prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite)
+        prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite, listing_fingerprint(plan))
         records: dict[str, dict[str, Any]] = {}
         for job in plan:
             record = finished_record(out, job, cfg)

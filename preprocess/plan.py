@@ -28,6 +28,8 @@ class Item:
     cls: int | None
     group: str | None
     copies: int
+    size: int | None = None  # the input file's size and mtime when listed: in the fingerprint only
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
             clip = members[position]
             item = Item(keys[clip.path], clip.path, clip.rel, clip.label,
                         index.get(clip.label) if clip.label is not None else None,
-                        clip.group, copies[clip.path])
+                        clip.group, copies[clip.path], clip.size, clip.mtime_ns)
             if shards[-1] and filled + 1 + item.copies > cfg.shard_size:
                 shards.append([])
                 filled = 0
@@ -113,12 +115,14 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
 
 
 def job_fingerprint(job: ShardJob, cfg: PreprocessConfig) -> str:
-    """Identifies a shard's exact content: its items and the config that turns them into mels.
+    """Identifies a shard's exact content: its items, each input file's size and modification
+    time, and the config that turns them into mels.
 
-    Absolute paths are left out, so a corpus that moved (same relative layout) still matches.
+    Absolute paths are left out, so a corpus that moved (same relative layout, times kept, as by
+    `mv`, `cp -p` or `rsync -a`) still matches; a file replaced under the same name does not.
     """
     content = to_dict(cfg)
     recipe = {"audio": content["audio"], "augment": content["augment"], "seed": cfg.seed}
-    items = [[i.key, i.rel, i.label, i.cls, i.group, i.copies] for i in job.items]
+    items = [[i.key, i.rel, i.label, i.cls, i.group, i.copies, i.size, i.mtime_ns] for i in job.items]
     payload = json.dumps([recipe, job.name, items], sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -6,7 +6,9 @@ row), so the count identity `written + rejected == total` starts here.
 
 from __future__ import annotations
 
+import csv
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +22,19 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Clip:
-    """One input file. `rel` is its path relative to the source root, as written to shards."""
+    """One input file. `rel` is its path relative to the source root, as written to shards.
+
+    `size` and `mtime_ns` come from the one `stat` made while listing: they go into the shard
+    fingerprints (never into the shards), so a file replaced under the same name is noticed.
+    """
 
     path: str
     rel: str
     label: str | None
     group: str | None = None
     split: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,14 @@ class Rejection:
 
 def _is_audio(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
+def _stat(path: Path | str) -> os.stat_result | None:
+    """The file's status (following symlinks), or None when it cannot be read."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _walk_audio(root: Path, rejections: list[Rejection]) -> list[Path]:
@@ -70,13 +86,16 @@ def list_folder(root: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]
     rejections: list[Rejection] = []
     for path in _walk_audio(root, rejections):
         rel = path.relative_to(root).as_posix()
-        if not labeled:
-            clips.append(Clip(str(path), rel, None, split="test"))
-        elif "/" not in rel:
+        if labeled and "/" not in rel:
             rejections.append(Rejection(rel, "list", "no_class_folder",
                                         "audio files must sit in a subfolder named after their class"))
+            continue
+        info = _stat(path)  # a broken link stays listed: decoding rejects it with its reason
+        size, mtime = (info.st_size, info.st_mtime_ns) if info else (None, None)
+        if not labeled:
+            clips.append(Clip(str(path), rel, None, split="test", size=size, mtime_ns=mtime))
         else:
-            clips.append(Clip(str(path), rel, rel.split("/", 1)[0]))
+            clips.append(Clip(str(path), rel, rel.split("/", 1)[0], size=size, mtime_ns=mtime))
     return clips, rejections
 
 
@@ -102,9 +121,10 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
         group = str(getattr(row, "group", "")).strip() or None
         split = str(getattr(row, "split", "")).strip().lower() or None
         path = base / rel
+        info = _stat(path) if rel else None
         if not rel:
             rejections.append(Rejection("", "list", "blank_path", "the CSV row has an empty path"))
-        elif not path.is_file():
+        elif info is None or not stat.S_ISREG(info.st_mode):
             rejections.append(Rejection(rel, "list", "missing_file", f"{path} does not exist"))
         elif labeled and label is None and split != "test":
             rejections.append(Rejection(rel, "list", "blank_label", "the CSV row has an empty label"))
@@ -113,7 +133,7 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
                                         f"split '{split}' is not one of {', '.join(SPLITS)}"))
         else:
             clips.append(Clip(str(path), Path(rel).as_posix(), label, group,
-                              split if labeled else "test"))
+                              split if labeled else "test", info.st_size, info.st_mtime_ns))
     return clips, rejections
 
 

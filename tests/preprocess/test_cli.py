@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_inspect_summarises_a_shard_folder_and_draws_examples(tmp_path, small_co
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     missing = run_module("preprocess", "inspect", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "manifest.json not found" in missing.stderr
+
+
+def test_a_file_replaced_under_the_same_name_is_refused_not_kept_stale(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=3)
+    rows = ["path,label"] + [f"{p.relative_to(src).as_posix()},{p.parent.name}" for p in sorted(src.rglob("*.wav"))]
+    (src / "list.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    base = ["preprocess", str(src / "list.csv"), "--out", str(out), "--config", str(small_config), "--jobs", "1"]
+    assert run_module(*base).returncode == 0
+    replaced = src / "mid" / "mid_001.wav"
+    before = replaced.stat()
+    sf.write(replaced, tone("high", np.random.default_rng(99), 16000, seconds=0.9), 16000, subtype="PCM_16")
+    os.utime(replaced, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
+    refused = run_module(*base)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
+    assert "modified" in refused.stderr and "--overwrite" in refused.stderr
+    redone = run_module(*base, "--overwrite")
+    assert redone.returncode == 0, redone.stderr
+    fresh = run_module("preprocess", str(src / "list.csv"), "--out", str(tmp_path / "fresh"), "--config",
+                       str(small_config), "--jobs", "1")
+    assert fresh.returncode == 0, fresh.stderr
+    assert _files(out) == _files(tmp_path / "fresh")
+    again = run_module(*base)  # nothing changed since: verified and kept
+    assert again.returncode == 0 and "resumed: " in again.stdout
