@@ -8,10 +8,12 @@ The output is a folder or an fsspec URL (`preprocess.output`); the steps are the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,8 +73,11 @@ def available_cores() -> int:
 # listing and planning
 
 
-def gather_inputs(opts: RunOptions, cfg: PreprocessConfig) -> tuple[list[Clip], list[Rejection], list[str]]:
-    """All inputs as clips with a split, the rejected ones, and the label list."""
+def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
+                  notes: list[str] | None = None) -> tuple[list[Clip], list[Rejection], list[str]]:
+    """All inputs as clips with a split, the rejected ones, and the label list; one-line notices
+    for the user (labels ignored, the split obtained, classes without validation) go to `notes`."""
+    notes = notes if notes is not None else []
     clips, rejections = list_source(opts.src, labeled=True)
     if opts.test is not None:
         test_clips, test_rejections = list_source(opts.test, labeled=False)
@@ -82,12 +87,22 @@ def gather_inputs(opts: RunOptions, cfg: PreprocessConfig) -> tuple[list[Clip], 
     labels = fit_labels({c.label for c in clips if c.split != "test" and c.label is not None})
     known = set(labels)
     kept = []
+    ignored: dict[str, int] = {}
     for clip in clips:
         if clip.label is not None and clip.label not in known:
-            rejections.append(Rejection(clip.rel, "list", "unseen_label",
-                                        f"label '{clip.label}' has no training or validation clip"))
+            if clip.split == "test":  # unlabeled by definition: never rejected for its label
+                ignored[clip.label] = ignored.get(clip.label, 0) + 1
+                kept.append(dataclasses.replace(clip, label=None))
+            else:
+                rejections.append(Rejection(clip.rel, "list", "unseen_label",
+                                            f"label '{clip.label}' has no training or validation clip"))
         else:
             kept.append(clip)
+    if ignored:
+        shown = ", ".join(f"'{name}'" for name in sorted(ignored)[:3]) + (", ..." if len(ignored) > 3 else "")
+        notes.append(f"note: {sum(ignored.values())} test clip(s) have a label no training or validation "
+                     f"clip has ({shown}); it is ignored and they are kept unlabeled (known labels are "
+                     "kept for scoring)")
     return assign_splits(kept, cfg.val_fraction, cfg.seed), rejections, labels
 
 
@@ -257,7 +272,10 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     console = console or Console(stderr=True)
     start = time.perf_counter()
     jobs = opts.jobs or available_cores()
-    clips, rejections, labels = gather_inputs(opts, cfg)
+    notes: list[str] = []
+    clips, rejections, labels = gather_inputs(opts, cfg, notes)
+    for line in notes:
+        print(line, file=sys.stderr, flush=True)
     plan = plan_shards(clips, labels, cfg)
     out = output(opts.out)
     out.prepare()

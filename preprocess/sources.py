@@ -99,10 +99,32 @@ def list_folder(root: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]
     return clips, rejections
 
 
+DELIMITERS = (",", "\t", ";")
+DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
+
+
+def sniff_delimiter(csv_path: Path) -> str:
+    """The separator of a CSV/TSV: the one that makes a `path` column in the header line, else
+    the one the header holds most of (comma when it holds none, as for a one-column file)."""
+    with open(csv_path, encoding="utf-8", errors="replace", newline="") as handle:
+        header = handle.readline().lstrip("\ufeff")
+    for sep in DELIMITERS:
+        row = next(csv.reader([header], delimiter=sep), [])
+        if sep in header and "path" in (cell.strip().lower() for cell in row):
+            return sep
+    counts = {sep: header.count(sep) for sep in DELIMITERS}
+    best = max(DELIMITERS, key=lambda sep: counts[sep])  # ties: the first, comma
+    return best if counts[best] else ","
+
+
 def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]:
-    """A CSV with `path` (relative to the CSV's folder), `label`, optional `group` and `split`."""
+    """A CSV with `path` (relative to the CSV's folder), `label`, optional `group` and `split`.
+
+    Comma, tab and semicolon separators are all read (`sniff_delimiter`), whatever the extension.
+    """
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        sep = sniff_delimiter(csv_path)
+        table = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read CSV {csv_path}: {str(exc).splitlines()[0]}") from None
     table.columns = [c.strip().lower() for c in table.columns]
@@ -110,8 +132,9 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         layout = "path,label[,group][,split]" if labeled else "path"
-        raise UsageError(f"CSV {csv_path} has no column {', '.join(missing)}; "
-                         f"expected a header line with {layout}")
+        raise UsageError(f"CSV {csv_path} has no column {', '.join(missing)} (read as "
+                         f"{DELIMITER_NAMES[sep]}-separated); expected a header line with {layout}, "
+                         "separated by commas, tabs or semicolons")
     base = csv_path.parent
     clips: list[Clip] = []
     rejections: list[Rejection] = []

@@ -198,3 +198,25 @@ def test_a_file_replaced_under_the_same_name_is_refused_not_kept_stale(tmp_path,
     assert _files(out) == _files(tmp_path / "fresh")
     again = run_module(*base)  # nothing changed since: verified and kept
     assert again.returncode == 0 and "resumed: " in again.stdout
+
+
+def test_labels_in_a_test_csv_never_lose_test_clips(tmp_path, small_config):
+    src = make_corpus(tmp_path / "src", per_class=3)
+    test = tmp_path / "test"
+    test.mkdir()
+    rng = np.random.default_rng(3)
+    rows = ["path,label"]
+    for i in range(4):
+        sf.write(test / f"t{i}.wav", tone("low", rng, 16000), 16000)
+        rows.append(f"t{i}.wav,{'low' if i == 0 else 'unknown'}")  # a sample-submission placeholder
+    (test / "test.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = run_module("preprocess", str(src), "--out", str(out), "--test", str(test / "test.csv"),
+                        "--config", str(small_config), "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["test"]["clips"] == 4 and manifest["inputs"]["rejected"] == 0
+    assert manifest["splits"]["test"]["per_class"] == {"low": 1}  # a known label is kept for scoring
+    notes = [line for line in result.stderr.splitlines() if "test clip" in line]
+    assert len(notes) == 1 and "3 test clip(s)" in notes[0] and "'unknown'" in notes[0]
+    assert "unseen_label" not in (out / "errors.csv").read_text()

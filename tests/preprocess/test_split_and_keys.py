@@ -70,3 +70,25 @@ def test_shards_mix_classes_and_keep_copies_with_their_clip():
     assert sum(j.samples for j in train) == 2 * sum(1 for c in clips if c.split == "train")
     assert all(len({i.label for i in j.items}) > 1 for j in train[:-1])
     assert [j.name for j in train][:2] == ["train-000000.tar", "train-000001.tar"]
+
+
+def test_tab_and_semicolon_separated_lists_are_read(tmp_path):
+    import pytest
+
+    from preprocess.sources import list_source
+    from shared.errors import UsageError
+
+    for name in ("a.wav", "b c.wav", "d,e.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    cases = {"list.tsv": "path\tlabel\ta.wav\tx\nb c.wav\ty\nd,e.wav\tx\n",
+             "list.txt": "path;label;group\na.wav;x;g1\nb c.wav;y;g2\nd,e.wav;x;g1\n",
+             "list.csv": 'path,label\na.wav,x\nb c.wav,y\n"d,e.wav",x\n'}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text.replace("path\tlabel\ta.wav", "path\tlabel\na.wav"))
+        clips, rejections = list_source(tmp_path / name)
+        assert not rejections, (name, rejections)
+        assert [(c.rel, c.label) for c in clips] == [("a.wav", "x"), ("b c.wav", "y"), ("d,e.wav", "x")], name
+    assert [c.group for c in list_source(tmp_path / "list.txt")[0]] == ["g1", "g2", "g1"]
+    (tmp_path / "bad.tsv").write_text("file\tclass\na.wav\tx\n")
+    with pytest.raises(UsageError, match="tab-separated"):
+        list_source(tmp_path / "bad.tsv")
