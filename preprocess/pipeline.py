@@ -103,7 +103,26 @@ def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
         notes.append(f"note: {sum(ignored.values())} test clip(s) have a label no training or validation "
                      f"clip has ({shown}); it is ignored and they are kept unlabeled (known labels are "
                      "kept for scoring)")
-    return assign_splits(kept, cfg.val_fraction, cfg.seed), rejections, labels
+    clips = assign_splits(kept, cfg.val_fraction, cfg.seed, notes)
+    notes.extend(class_warnings(clips, labels))
+    return clips, rejections, labels
+
+
+def class_warnings(clips: list[Clip], labels: list[str]) -> list[str]:
+    """One line each: fewer than two training classes (the trainer refuses them), and classes
+    with no validation clip (their F1 counts as 0 in val macro-F1) when there is a val split."""
+    lines = []
+    trained = sorted({c.label for c in clips if c.split == "train" and c.label is not None})
+    if len(trained) < 2:
+        lines.append(f"warning: {len(trained)} class(es) with training clips ({', '.join(trained) or 'none'}); "
+                     "`python -m trainer train` needs at least two")
+    validated = {c.label for c in clips if c.split == "val"}
+    missing = [name for name in labels if name not in validated]
+    if validated and missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        lines.append(f"warning: {len(missing)} class(es) have no validation clip ({shown}); val macro-F1 "
+                     "counts each as 0 and early stopping cannot see them")
+    return lines
 
 
 def plan_fingerprint(jobs: list[ShardJob], labels: list[str], cfg: PreprocessConfig) -> str:
@@ -274,14 +293,14 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     jobs = opts.jobs or available_cores()
     notes: list[str] = []
     clips, rejections, labels = gather_inputs(opts, cfg, notes)
-    for line in notes:
-        print(line, file=sys.stderr, flush=True)
     plan = plan_shards(clips, labels, cfg)
     out = output(opts.out)
     out.prepare()
 
     with out.lock(f"{JOURNAL}/lock"):
         prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite, listing_fingerprint(plan))
+        for line in notes:  # once the run is under way: a refused run prints only its error
+            print(line, file=sys.stderr, flush=True)
         records: dict[str, dict[str, Any]] = {}
         for job in plan:
             record = finished_record(out, job, cfg)

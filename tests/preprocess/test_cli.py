@@ -116,13 +116,14 @@ def test_usage_errors_exit_2_with_one_line_naming_the_fix(tmp_path):
     bad_csv.write_text("file,class\na.wav,x\n")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    corpus = make_corpus(tmp_path / "src", per_class=1)
+    corpus = make_corpus(tmp_path / "src", per_class=2)
     cases = [
         ([str(tmp_path / "nope"), "--out", str(tmp_path / "o1")], "does not exist"),
         ([str(empty), "--out", str(tmp_path / "o2")], "no audio found"),
         ([str(bad_csv), "--out", str(tmp_path / "o3")], "no column path, label"),
         ([str(corpus), "--out", str(blocker / "sub")], "cannot write to --out"),
         ([str(corpus), "--out", str(tmp_path / "o5"), "--val-fraction", "2"], "val_fraction"),
+        ([str(corpus), "--out", str(tmp_path / "o7"), "--val-fraction", "0.99"], "every class needs at least one"),
         ([str(corpus), "--out", str(tmp_path / "o6"), "--config", str(tmp_path / "none.toml")], "config file"),
     ]
     for args, message in cases:

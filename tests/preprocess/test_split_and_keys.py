@@ -92,3 +92,55 @@ def test_tab_and_semicolon_separated_lists_are_read(tmp_path):
     (tmp_path / "bad.tsv").write_text("file\tclass\na.wav\tx\n")
     with pytest.raises(UsageError, match="tab-separated"):
         list_source(tmp_path / "bad.tsv")
+
+
+def test_a_fraction_leaving_fewer_training_clips_than_classes_is_a_usage_error_naming_the_limit():
+    import pytest
+
+    from shared.errors import UsageError
+
+    clips = _clips(10)  # 30 clips, 3 classes: at most 27 may go to validation
+    for fraction in (0.99, 0.95):
+        with pytest.raises(UsageError, match=r"at most 0\.90"):
+            assign_splits(clips, fraction, seed=0)
+    split = assign_splits(clips, 0.9, seed=0)
+    assert Counter(c.label for c in split if c.split == "train") == {"a": 1, "b": 1, "c": 1}
+    with pytest.raises(UsageError, match="leaves"):
+        assign_splits(_clips(10, groups=5), 0.99, seed=0)
+    for fraction in (1.0, -0.1):
+        with pytest.raises(UsageError, match=r"\[0, 1\)"):
+            assign_splits(clips, fraction, seed=0)
+
+
+def test_a_group_split_honours_the_fraction_as_closely_as_whole_groups_allow():
+    clips = _clips(20, groups=20)  # 20 groups of 3 clips (one per class)
+    for fraction in (0.1, 0.3, 0.45, 0.6, 0.8):
+        notes = []
+        split = assign_splits(clips, fraction, seed=3, notes=notes)
+        val = [c for c in split if c.split == "val"]
+        assert abs(len(val) - fraction * len(clips)) <= 3, (fraction, len(val))
+        assert Counter(c.label for c in val) == {k: len(val) // 3 for k in "abc"}  # stratified
+        assert not {c.group for c in val} & {c.group for c in split if c.split == "train"}
+        assert len(notes) == 1 and f"{len(val)} of 60 clips" in notes[0], notes
+    # independent of listing order, seeded
+    assert assign_splits(clips, 0.3, seed=3) == assign_splits(clips[::-1], 0.3, seed=3)[::-1]
+    assert assign_splits(clips, 0.3, seed=3) != assign_splits(clips, 0.3, seed=4)
+
+
+def test_a_group_split_keeps_a_training_clip_of_every_class():
+    # class c lives in one group only: that group can never go to validation
+    clips = _clips(6, labels=("a", "b"), groups=3) + [Clip("/x/c/0.wav", "c/0.wav", "c", "solo")]
+    split = assign_splits(clips, 0.5, seed=0)
+    assert {c.label for c in split if c.split == "train"} == {"a", "b", "c"}
+
+
+def test_preprocess_warns_about_classes_without_validation_and_a_single_training_class():
+    from preprocess.pipeline import class_warnings
+
+    split = [Clip("/x/a0", "a0", "a", split="train"), Clip("/x/a1", "a1", "a", split="val"),
+             Clip("/x/b0", "b0", "b", split="train"), Clip("/x/t", "t", None, split="test")]
+    lines = class_warnings(split, ["a", "b"])
+    assert len(lines) == 1 and "1 class(es) have no validation clip (b)" in lines[0]
+    assert class_warnings([c for c in split if c.split != "val"], ["a", "b"]) == []  # no val split at all
+    lines = class_warnings(split[:2], ["a"])
+    assert len(lines) == 1 and "needs at least two" in lines[0]
