@@ -19,19 +19,22 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from preprocess.sources import SPLITS  # noqa: E402
+from shared.integrity import check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, read_manifest  # noqa: E402
-from shared.shardio import decode_npy, iter_samples  # noqa: E402
+from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
 
 PER_CLASS = 4
 
 
-def _examples(folder: Path, manifest: dict, per_class: int) -> dict[str, list[np.ndarray]]:
-    """Up to `per_class` original (un-augmented) mels per class, from the train split."""
+def _examples(folder: Path, manifest: dict, per_class: int, damaged: set[str]) -> dict[str, list[np.ndarray]]:
+    """Up to `per_class` original (un-augmented) mels per class, from the train split's sound shards."""
     import json
 
     wanted = {name: [] for name in manifest["labels"]}
     for shard in manifest["splits"].get("train", {}).get("shards", []):
-        for sample in iter_samples(folder / shard["name"]):
+        if shard["name"] in damaged:
+            continue
+        for sample in iter_samples(folder / shard["name"], required=required_members(shard["name"])):
             meta = json.loads(sample["json"])
             label = meta.get("label")
             if label in wanted and meta.get("copy", 0) == 0 and len(wanted[label]) < per_class:
@@ -103,7 +106,14 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
             rejected.add_row(reason, str(count))
         console.print(rejected)
 
+    samples = sum(info["samples"] for info in splits.values())
+    bad = [b for split in splits for b in check_shards(folder, splits[split]["shards"], "skip")[1]]
+    if bad:
+        console.print(f"[bold red]damaged shards:[/] {describe_loss(bad)}")
+    else:
+        console.print(f"shards checked: every sample read ({samples} samples, size and sha256 as recorded)")
+
     png = folder / "inspect.png"
-    plot_grid(_examples(folder, manifest, PER_CLASS), png, audio)
+    plot_grid(_examples(folder, manifest, PER_CLASS, {b.name for b in bad}), png, audio)
     console.print(f"mel examples: {png}")
     return png

@@ -1,7 +1,9 @@
 """Checking shards against their manifest before anything trains on or predicts from them.
 
 Each shard's size and sha256 are compared with what `manifest.json` recorded when the shard was
-written. A damaged shard (cut short, bytes flipped, missing) is never read silently: by policy
+written, and, in the same pass over its bytes, the shard is read as the loader will read it
+(`shared.shardio`): every sample has its members and there are as many as recorded. A damaged
+shard (cut short, bytes flipped, missing) is never read silently: by policy
 the command stops with one line naming it (`fail`, the default), or goes on without it and says
 how many samples that costs (`skip`). Hashing runs in threads (hashlib releases the GIL), so
 checking is bounded by the disk, not by one core.
@@ -19,6 +21,7 @@ from typing import Any
 
 from shared.errors import DataError
 from shared.location import is_remote
+from shared.shardio import ShardError, iter_stream, required_members
 
 POLICIES = ("fail", "skip")
 READ_SIZE = 1 << 20
@@ -32,25 +35,56 @@ class BadShard:
 
 
 # What is wrong with a shard, as integers: ranks that share the hashing combine them with a sum.
-OK, MISSING, WRONG_SIZE, WRONG_HASH = 0, 1, 2, 3
+OK, MISSING, WRONG_SIZE, WRONG_HASH, UNREADABLE, WRONG_COUNT = 0, 1, 2, 3, 4, 5
 
 
-def shard_status(path: Path, size: int, sha256: str) -> tuple[int, int]:
-    """(problem code, the file's size in bytes) for the file at `path` against its manifest entry."""
+class _Hashing:
+    """A file read through a sha256: the tar reader's reads (it cannot seek) are what is hashed."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+
+def shard_status(path: Path, size: int, sha256: str, samples: int | None = None) -> tuple[int, int]:
+    """(problem code, a figure for its description) for the file at `path` against its manifest
+    entry: the file's size, or for WRONG_COUNT the samples read. With `samples`, the shard is
+    also read as the loader reads it, in the same pass as the hash."""
     try:
         actual = path.stat().st_size
     except FileNotFoundError:
         return MISSING, 0
     if actual != size:
         return WRONG_SIZE, actual
-    digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        while block := handle.read(READ_SIZE):
-            digest.update(block)
-    return (OK if digest.hexdigest() == sha256 else WRONG_HASH), actual
+    with path.open("rb", buffering=READ_SIZE) as handle:
+        hashing = _Hashing(handle)
+        read: int | None = None
+        if samples is not None:
+            try:
+                stream = iter_stream(hashing, path.name, wanted=(), required=required_members(path.name))
+                read = sum(1 for _ in stream)
+            except ShardError:
+                read = -1
+        while hashing.read(READ_SIZE):  # the end-of-archive padding, or everything
+            pass
+    if hashing.digest.hexdigest() != sha256:
+        return WRONG_HASH, actual
+    if read == -1:
+        return UNREADABLE, actual
+    if read is not None and read != samples:
+        return WRONG_COUNT, read
+    return OK, actual
 
 
-def describe(code: int, actual: int, size: int) -> str | None:
+def describe(code: int, actual: int, size: int, samples: int | None = None) -> str | None:
     """The reason for a problem code, in words (None for OK)."""
     if code == MISSING:
         return "missing"
@@ -58,12 +92,29 @@ def describe(code: int, actual: int, size: int) -> str | None:
         return f"{actual} bytes where the manifest says {size} (cut short or overwritten)"
     if code == WRONG_HASH:
         return "sha256 differs from the manifest (corrupted bytes)"
+    if code == UNREADABLE:
+        return "its tar cannot be read as melshard samples"
+    if code == WRONG_COUNT:
+        return f"{actual} samples read where the manifest says {samples}"
     return None
 
 
-def shard_problem(path: Path, size: int, sha256: str) -> str | None:
+def unreadable_reason(path: Path) -> str:
+    """What the tar reader says of a shard whose hash matched but whose samples cannot be read
+    (read again for the words: the ranks that share the check exchange only codes)."""
+    try:
+        with path.open("rb") as handle:
+            for _ in iter_stream(handle, path.name, wanted=(), required=required_members(path.name)):
+                pass
+    except ShardError as exc:
+        return f"its tar cannot be read ({str(exc).removeprefix(path.name + ': ')})"
+    return describe(UNREADABLE, 0, 0) or ""
+
+
+def shard_problem(path: Path, size: int, sha256: str, samples: int | None = None) -> str | None:
     """Why the file at `path` is not the shard the manifest describes, or None if it is."""
-    return describe(*shard_status(path, size, sha256), size)
+    code, figure = shard_status(path, size, sha256, samples)
+    return unreadable_reason(path) if code == UNREADABLE else describe(code, figure, size, samples)
 
 
 def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: str, rank: int = 0, world: int = 1,
@@ -86,7 +137,8 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: s
     mine = entries[rank::world]
     threads = min(8, len(mine), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(threads) as pool:
-        found = list(pool.map(lambda s: shard_status(folder / s["name"], s["bytes"], s["sha256"]), mine))
+        found = list(pool.map(lambda s: shard_status(folder / s["name"], s["bytes"], s["sha256"], s["samples"]),
+                              mine))
     flat = [0.0] * (2 * len(entries))
     for i, (code, actual) in zip(range(rank, len(entries), world), found):
         flat[2 * i], flat[2 * i + 1] = code, actual
@@ -94,7 +146,9 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: s
         if combine is None:
             raise ValueError("check_shards: world > 1 needs `combine` to gather the other processes' findings")
         flat = combine(flat)
-    problems = [describe(int(flat[2 * i]), int(flat[2 * i + 1]), s["bytes"]) for i, s in enumerate(entries)]
+    problems = [unreadable_reason(folder / s["name"]) if int(flat[2 * i]) == UNREADABLE
+                else describe(int(flat[2 * i]), int(flat[2 * i + 1]), s["bytes"], s["samples"])
+                for i, s in enumerate(entries)]
     good = [s for s, problem in zip(entries, problems) if problem is None]
     bad = [BadShard(s["name"], s["samples"], problem) for s, problem in zip(entries, problems) if problem]
     if bad and policy == "fail":

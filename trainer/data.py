@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
 from shared.location import Location
-from shared.shardio import decode_npy, iter_stream
+from shared.shardio import decode_npy, iter_stream, required_members
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ class ShardStream(IterableDataset):
         where = Location(self.folder)
         for shard, first, stop in segments:
             with where.open(shard.name) as handle:
-                for index, sample in enumerate(iter_stream(handle, where.url(shard.name))):
+                samples = iter_stream(handle, where.url(shard.name), required=required_members(shard.name))
+                for index, sample in enumerate(samples):
                     if index >= stop:
                         break  # the rest of this shard belongs to the next slot: not even read
                     if index >= first:
