@@ -57,11 +57,20 @@ def _short_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=4).hexdigest()
 
 
+# Longest key kept as it is. Member names (key + "_augN.mel.npy") then stay within the 255 bytes
+# a file name may have, so `tar -x` works on every shard; the JSON `path` keeps the full path.
+MAX_KEY = 160
+
+
 def sanitize_key(rel: str) -> str:
-    """A WebDataset key from a relative path: no extension, no dots, only [A-Za-z0-9_-]."""
+    """A WebDataset key from a relative path: no extension, no dots, only [A-Za-z0-9_-]; one
+    longer than MAX_KEY keeps its start and ends with a 64-bit hash of the whole, so it stays unique."""
     stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
-    key = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
-    return key or "clip"
+    key = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "clip"
+    if len(key) > MAX_KEY:
+        digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
+        key = f"{key[:MAX_KEY - len(digest) - 1]}_{digest}"
+    return key
 
 
 def copy_key(key: str, copy: int) -> str:

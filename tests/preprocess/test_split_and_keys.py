@@ -144,3 +144,14 @@ def test_preprocess_warns_about_classes_without_validation_and_a_single_training
     assert class_warnings([c for c in split if c.split != "val"], ["a", "b"]) == []  # no val split at all
     lines = class_warnings(split[:2], ["a"])
     assert len(lines) == 1 and "needs at least two" in lines[0]
+
+
+def test_long_keys_are_capped_with_a_hash_and_stay_unique():
+    from preprocess.plan import MAX_KEY
+
+    base = "bucket/" + "006dbee7-715a-46ee-b592-1c4e7affb788/" * 6
+    first, second = sanitize_key(base + "a-1.7-f.3gp"), sanitize_key(base + "b-1.7-f.3gp")
+    assert len(first) == len(second) == MAX_KEY and first != second
+    assert first[:100] == second[:100] and "." not in first
+    assert sanitize_key(base + "a-1.7-f.3gp") == first  # a pure function of the path
+    assert sanitize_key("short/name.wav") == "short_name"
