@@ -30,11 +30,13 @@ from shared.config import AudioConfig
 SOUNDFILE_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".snd", ".w64"}
 )
-# Formats that need an ffmpeg subprocess.
-FFMPEG_EXTENSIONS = frozenset(
-    {".m4a", ".aac", ".3gp", ".caf", ".wma", ".opus", ".webm", ".mp4", ".amr", ".ac3", ".mka", ".mpga"}
+# Formats decoded in-process by PyAV, whose wheels bundle FFmpeg's demuxers and decoders (so no
+# system ffmpeg is needed); files libsndfile refuses are tried there too.
+AV_EXTENSIONS = frozenset(
+    {".m4a", ".m4b", ".aac", ".3gp", ".caf", ".wma", ".opus", ".webm", ".mp4", ".amr", ".ac3", ".mka",
+     ".mpga", ".wv", ".ape", ".tta"}
 )
-AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | AV_EXTENSIONS
 
 # The crop keeps only the start of a (trimmed) clip, so decoding hours of audio would only cost
 # memory. Reading stops after this many seconds (or 4 clip lengths, if longer).
@@ -119,6 +121,85 @@ def _read_soundfile(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np
     return y, rate
 
 
+class _CannotOpen(AudioError):
+    """PyAV cannot open the file or has no decoder for its codec: the one failure for which the
+    ffmpeg executable (possibly a newer FFmpeg) is tried. A file PyAV opens but fails to decode
+    is undecodable everywhere, so shards do not depend on whether ffmpeg is installed."""
+
+
+# FFmpeg sample formats (packed or planar) -> numpy's scale to [-1, 1) and zero level; these are
+# the factors libsndfile and _INTEGER_READS use, so PCM gives the same floats on both paths.
+_AV_SCALES = {"u8": (1.0 / 128, 128), "s16": (1.0 / 32768, 0), "s32": (1.0 / 2**31, 0),
+              "s64": (1.0 / 2**63, 0), "flt": (None, 0), "dbl": (None, 0)}
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line without the file's path (errors.csv has the path already)."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """One decoded PyAV frame as mono float32: channels mixed by their mean, as _read_soundfile."""
+    name = frame.format.name.rstrip("p")  # "fltp" is planar "flt"
+    scale, zero = _AV_SCALES.get(name, (None, None))
+    if zero is None:
+        raise AudioError("undecodable", f"unsupported sample format {frame.format.name}")
+    data = frame.to_ndarray()
+    # Planar frames come as [channels, samples]; packed ones as [1, samples * channels].
+    block = data.T if frame.format.is_planar else data.reshape(frame.samples, -1)
+    if zero:
+        block = block.astype(np.float32) - np.float32(zero)
+    if block.shape[1] > 1:
+        mono = block.mean(axis=1, dtype=np.float32)
+    else:
+        mono = block[:, 0].astype(np.float32, copy=False)
+    return mono * np.float32(scale) if scale else mono
+
+
+def _read_av(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with PyAV frame by frame, mixing to mono as it goes and
+    stopping once `max_frames_at(rate)` samples are in hand (bounded memory for hour-long files).
+
+    Returns (samples, rate). Raises AudioError("undecodable") for anything FFmpeg rejects.
+    """
+    import av  # here, not at the top: a corpus of WAV files never pays for loading FFmpeg
+
+    try:
+        # An absolute path, and the file protocol only: a name like "pipe:1.m4a" or a playlist
+        # inside a file can never make FFmpeg open anything but local files.
+        container = av.open(str(path.absolute()), options={"protocol_whitelist": "file"})
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise _CannotOpen("undecodable", f"av: {_one_line(exc)}") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError("undecodable", f"no audio stream in the {container.format.name} container")
+        stream = container.streams.audio[0]
+        parts: list[np.ndarray] = []
+        rate = limit = read = 0
+        try:
+            stream.codec_context.open(strict=False)  # a codec the wheel has no decoder for fails here
+        except (av.FFmpegError, ValueError) as exc:
+            raise _CannotOpen("undecodable", f"av: no decoder for {stream.codec_context.name}: "
+                                             f"{_one_line(exc)}") from None
+        try:
+            for frame in container.decode(stream):
+                if not rate:
+                    rate, limit = frame.sample_rate, max_frames_at(frame.sample_rate)
+                elif frame.sample_rate != rate:
+                    raise AudioError("undecodable", f"the sample rate changes from {rate} to "
+                                                    f"{frame.sample_rate} Hz mid-stream")
+                mono = _frame_to_mono(frame)[: limit - read]
+                parts.append(mono)
+                read += mono.size
+                if read >= limit:
+                    break  # the rest of the file is never demuxed nor decoded
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            raise AudioError("undecodable", f"av ({stream.codec_context.name}): {_one_line(exc)}") from None
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return y, rate or stream.codec_context.sample_rate
+
+
 def _read_ffmpeg(path: Path, sr: int, seconds: float) -> np.ndarray:
     """Decode anything ffmpeg reads to mono float32 at `sr`. Arguments never pass a shell."""
     command = [
@@ -136,11 +217,32 @@ def _read_ffmpeg(path: Path, sr: int, seconds: float) -> np.ndarray:
     return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
 
 
+def _read_with_ffmpeg_libraries(path: Path, sr: int, max_seconds: float,
+                                tried: str | None = None) -> tuple[np.ndarray, int]:
+    """PyAV, then the ffmpeg executable for a file PyAV cannot open (if ffmpeg is on PATH).
+
+    `tried` says why libsndfile refused the file, for the error's detail.
+    """
+    try:
+        y, rate = _read_av(path, lambda rate: int(rate * max_seconds))
+    except _CannotOpen as exc:
+        if ffmpeg_path() is None:
+            raise AudioError("undecodable", f"{tried}; {exc.detail}" if tried else exc.detail) from None
+        return _read_ffmpeg(path, sr, max_seconds), sr
+    if tried and y.size == 0:
+        # FFmpeg picks a demuxer by extension when nothing else matches (text named .flac opens
+        # as an empty FLAC stream): libsndfile's refusal is the real story.
+        raise AudioError("undecodable", f"{tried}; av: no audio frame decodes from it")
+    return y, rate
+
+
 def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.ndarray:
     """Decode a file to mono float32 at `sr`, reading at most `max_seconds` of it.
 
-    Raises AudioError with reason unreadable, empty_file, truncated, needs_ffmpeg, undecodable,
-    no_audio or non_finite.
+    libsndfile reads its own formats; everything else (and any file libsndfile refuses) goes to
+    PyAV, in-process; the ffmpeg executable is tried only for a file PyAV cannot open, and only
+    if it is on PATH. Raises AudioError with reason unreadable, empty_file, truncated,
+    undecodable, no_audio or non_finite.
     """
     path = Path(path)
     try:
@@ -159,14 +261,10 @@ def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.n
         try:
             y, rate = _read_soundfile(path, lambda rate: int(rate * max_seconds))
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            if ffmpeg_path() is None:
-                raise AudioError("undecodable", f"soundfile: {exc}") from None
-            y, rate = _read_ffmpeg(path, sr, max_seconds), sr
-    elif ffmpeg_path() is not None:
-        y, rate = _read_ffmpeg(path, sr, max_seconds), sr
+            # e.g. a WAV holding a codec libsndfile lacks: FFmpeg's decoders may know it.
+            y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds, f"soundfile: {_one_line(exc)}")
     else:
-        raise AudioError("needs_ffmpeg", f"'{ext}' files are decoded by ffmpeg; install it "
-                                         "(apt-get install ffmpeg) and rerun")
+        y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds)
     if y.size == 0:
         raise AudioError("no_audio", "the file decodes to 0 samples")
     if not np.isfinite(y.sum(dtype=np.float64)):  # NaN and Inf both poison the sum

@@ -68,7 +68,7 @@ def gauntlet(folder: Path) -> dict[str, str]:
     case("float_32.wav", "sample", lambda p: sf.write(p, _tone(0.8, 16000), 16000, subtype="FLOAT"))
     case("ünï cødé 音 with spaces.wav", "sample", lambda p: sf.write(p, _tone(0.8, 16000), 16000))
     case("dots.in.name.wav", "sample", lambda p: sf.write(p, _tone(0.8, 16000), 16000))
-    case("phone.m4a", "needs_ffmpeg", lambda p: p.write_bytes(b"\0\0\0\x18ftypM4A " + bytes(200)))
+    case("phone.m4a", "undecodable", lambda p: p.write_bytes(b"\0\0\0\x18ftypM4A " + bytes(200)))
     (low / "loop").symlink_to("..", target_is_directory=True)  # a symlink loop: listed once, no hang
     for label in ("mid", "high"):  # enough ordinary clips for a split
         (folder / label).mkdir()

@@ -101,14 +101,20 @@ def test_bad_files_raise_a_specific_reason(tmp_path, make, reason):
     assert caught.value.reason == reason
 
 
-def test_ffmpeg_formats_without_ffmpeg_say_how_to_fix_it(tmp_path, monkeypatch):
+def test_m4a_decodes_without_ffmpeg_and_a_broken_one_is_undecodable(tmp_path, monkeypatch):
+    from bench.decode_formats import write_encoded
+
     monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
-    path = tmp_path / "voice.m4a"
+    write_encoded(tmp_path / "voice.m4a", 0.3 * np.sin(np.arange(16000) / 5.0), 16000, "aac")
+    y = decode(tmp_path / "voice.m4a", 16000)
+    # AAC adds priming and pads to whole 1024-sample frames: at most 2048 samples more.
+    assert 16000 <= y.size <= 16000 + 2048 and np.abs(y).max() > 0.2
+    path = tmp_path / "broken.m4a"
     path.write_bytes(b"\0" * 100)
     with pytest.raises(AudioError) as caught:
         decode(path, 16000)
-    assert caught.value.reason == "needs_ffmpeg"
-    assert "install" in caught.value.detail
+    assert caught.value.reason == "undecodable"
+    assert "\n" not in caught.value.detail
 
 
 @pytest.mark.skipif(audio.ffmpeg_path() is None, reason="ffmpeg is not installed")
