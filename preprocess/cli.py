@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an --out made with a different config")
     parser.add_argument("--augment-copies", type=int, help="augmented copies per training clip (default 1)")
+    parser.add_argument("--balance-classes", action="store_true", default=None,
+                        help="more augmented copies for smaller train classes, up to the largest class's count")
+    parser.add_argument("--balance-cap", type=int, help="with --balance-classes: most copies per clip (default 10)")
     parser.add_argument("--val-fraction", type=float, help="validation share (default 0.2)")
     parser.add_argument("--seed", type=int, help="seed for split, shard order and augmentation (default 42)")
     parser.add_argument("--shard-size", type=int, help="samples per shard (default 500)")
@@ -74,6 +77,10 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
             data["audio"][key] = value
     if args.augment_copies is not None:
         data["augment"]["copies"] = args.augment_copies
+    if args.balance_classes is not None:
+        data["augment"]["balance_classes"] = args.balance_classes
+    if args.balance_cap is not None:
+        data["augment"]["balance_cap"] = args.balance_cap
     run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
     cfg = from_dict(PreprocessConfig, data)
     if not run_values.get("src"):

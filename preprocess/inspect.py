@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from preprocess.pipeline import imbalance_notes  # noqa: E402
 from preprocess.sources import SPLITS  # noqa: E402
 from shared.integrity import check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, read_manifest  # noqa: E402
@@ -93,6 +94,13 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
         per = [s["samples"] for s in info["shards"]]
         sizes.add_row(split, str(len(mb)), f"{min(per)}-{max(per)}", f"{np.mean(mb):.1f}", f"{sum(mb):.1f}")
     console.print(sizes)
+
+    train = splits.get("train")
+    if train:
+        copies = train.get("copies_per_class", {})
+        clips = {name: count - copies.get(name, 0) for name, count in train["per_class"].items()}
+        for line in imbalance_notes(clips, manifest["augment"].get("balance_classes", False)):
+            console.print(line)
 
     inputs = manifest["inputs"]
     console.print(f"inputs: {inputs['total']} total, {inputs['written']} written, {inputs['rejected']} rejected")

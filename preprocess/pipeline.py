@@ -60,6 +60,7 @@ class RunResult:
     seconds: float
     jobs: int
     skipped_shards: int
+    processed: int | None = None  # clips this run decoded (0: it only verified finished shards)
 
 
 def available_cores() -> int:
@@ -280,6 +281,44 @@ def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: Prepro
     }
 
 
+def train_clips_per_class(plan: list[ShardJob]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in plan:
+        if job.split == "train":
+            for item in job.items:
+                counts[item.label or ""] = counts.get(item.label or "", 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def train_copies_per_class(plan: list[ShardJob]) -> dict[str, int]:
+    """Augmented copies written per train class (what `balance_classes` added shows here)."""
+    copies: dict[str, int] = {}
+    for job in plan:
+        if job.split == "train":
+            for item in job.items:
+                copies[item.label or ""] = copies.get(item.label or "", 0) + item.copies
+    return dict(sorted(copies.items()))
+
+
+# A train split whose largest class has more than this many times the clips of its smallest.
+IMBALANCE_RATIO = 10
+
+
+def imbalance_notes(per_class: dict[str, int], balanced: bool) -> list[str]:
+    """One warning line when the train classes are more than IMBALANCE_RATIO:1 apart."""
+    if len(per_class) < 2:
+        return []
+    largest, smallest = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+    ratio = per_class[largest] / max(per_class[smallest], 1)
+    if ratio <= IMBALANCE_RATIO:
+        return []
+    done = "balanced with more augmented copies (--balance-classes)" if balanced else (
+        "a model may learn to answer the majority class: pass --balance-classes here, or "
+        "`trainer train --class-weights balanced`")
+    return [f"warning: the train classes are imbalanced {ratio:.0f}:1 ('{largest}' {per_class[largest]} clips, "
+            f"'{smallest}' {per_class[smallest]}); {done}"]
+
+
 def _errors_csv(rows: list[list[str]]) -> bytes:
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=ERROR_COLUMNS).to_csv(buffer, index=False)
@@ -294,6 +333,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     notes: list[str] = []
     clips, rejections, labels = gather_inputs(opts, cfg, notes)
     plan = plan_shards(clips, labels, cfg)
+    notes += imbalance_notes(train_clips_per_class(plan), cfg.augment.balance_classes)
     out = output(opts.out)
     out.prepare()
 
@@ -325,8 +365,11 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         errors.sort(key=lambda row: (row[0], row[1]))
         total = total_clips + len(rejections)
         manifest = build_manifest(ordered, labels, cfg, total, len(errors))
+        if "train" in manifest["splits"]:
+            manifest["splits"]["train"]["copies_per_class"] = train_copies_per_class(plan)
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
         out.write(ERRORS, _errors_csv(errors))
         out.write(MANIFEST, json_bytes(manifest))
-    return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending))
+    return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending),
+                     total_clips - done_clips)

@@ -95,13 +95,38 @@ def assign_keys(clips: list[Clip], copies: dict[str, int]) -> dict[str, str]:
     return keys
 
 
+def augment_copies(clips: list[Clip], cfg: PreprocessConfig) -> dict[str, int]:
+    """Augmented copies per clip: `augment.copies` for each training clip, none elsewhere.
+
+    With `balance_classes`, a smaller class's clips get more copies so that every class reaches
+    the largest class's sample count: the copies it needs are spread over its clips (in path
+    order, so the plan stays a pure function of the inputs), at most `balance_cap` per clip.
+    """
+    copies = {c.path: cfg.augment.copies if c.split == "train" else 0 for c in clips}
+    if not cfg.augment.balance_classes:
+        return copies
+    by_class: dict[str, list[Clip]] = {}
+    for clip in clips:
+        if clip.split == "train" and clip.label is not None:
+            by_class.setdefault(clip.label, []).append(clip)
+    if not by_class:
+        return copies
+    target = max(len(members) for members in by_class.values()) * (1 + cfg.augment.copies)
+    for members in by_class.values():
+        members.sort(key=lambda c: (c.rel, c.path))
+        each, extra = divmod(target - len(members), len(members))
+        for i, clip in enumerate(members):
+            copies[clip.path] = min(cfg.augment.balance_cap, max(cfg.augment.copies, each + (i < extra)))
+    return copies
+
+
 def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> list[ShardJob]:
     """Shuffle each split with the seed and cut it into shards of at most `shard_size` samples.
 
     A clip and its augmented copies always share a shard, so it is decoded once.
     """
     index = {name: i for i, name in enumerate(labels)}
-    copies = {c.path: cfg.augment.copies if c.split == "train" else 0 for c in clips}
+    copies = augment_copies(clips, cfg)
     keys = assign_keys(clips, copies)
     jobs: list[ShardJob] = []
     for split_id, split in enumerate(SPLITS):

@@ -93,13 +93,20 @@ class AugmentConfig:
     reverb_wet: tuple[float, float] = (0.2, 0.5)  # reverb: share of reverberant signal
     gain_db: tuple[float, float] = (-6.0, 6.0)  # gain: level change range
     cut_end: float = 0.3  # cut: up to this share of the clip's end removed (a recording stopped early)
+    # Minority classes of the train split get more copies, so that every class reaches the
+    # majority's sample count, at most `balance_cap` copies per clip.
+    balance_classes: bool = False
+    balance_cap: int = 10
 
     def __post_init__(self) -> None:
         _require(self.copies >= 0, f"augment.copies must be >= 0, got {self.copies}")
+        _require(self.balance_cap >= 0, f"augment.balance_cap must be >= 0, got {self.balance_cap}")
+        _require(self.copies <= self.balance_cap or not self.balance_classes,
+                 f"augment.balance_cap ({self.balance_cap}) must be at least augment.copies ({self.copies})")
         unknown = [t for t in self.transforms if t not in TRANSFORMS]
         _require(not unknown, f"unknown augment transform(s) {unknown}; choose from {list(TRANSFORMS)}")
-        _require(bool(self.transforms) or self.copies == 0,
-                 "augment.transforms is empty; list at least one or set copies = 0")
+        _require(bool(self.transforms) or (self.copies == 0 and not self.balance_classes),
+                 "augment.transforms is empty; list at least one or set copies = 0 and balance_classes = false")
         _check_range("augment.snr_db", self.snr_db, -20.0, 100.0)
         _require(0 <= self.pitch_semitones <= 12, "augment.pitch_semitones must be in [0, 12]")
         _check_range("augment.speed", self.speed, 0.5, 2.0)
