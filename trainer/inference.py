@@ -4,14 +4,16 @@ audio -> mel function (and the audio config stored in the checkpoint) that made 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from rich.console import Console
 
 from preprocess.sources import Rejection
 from shared.audio import AudioError, file_to_mel
@@ -22,9 +24,13 @@ from shared.runtime import limit_threads, tune_allocator
 from trainer import checkpoint
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
 from trainer.models import build_model
+from trainer.progress import FileProgress
 from trainer.setup import default_workers, pick_amp, pick_device
 
 TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
+CHUNK_FILES = 64  # raw audio files per worker task and per model batch
+READ_AHEAD = 2  # chunks per worker process computed ahead of the model
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,40 +115,78 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
     return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, lost)
 
 
-def _mels(paths: list[str], audio: AudioConfig) -> list[np.ndarray | AudioError]:
-    """Worker: the features of a chunk of files, or the reason each one failed."""
+@dataclass(frozen=True)
+class Failed:
+    """Why a file gave no features. Plain strings, so it crosses process boundaries as it is
+    (an exception object must survive pickling to come back from a worker at all)."""
+
+    stage: str
+    reason: str
+    detail: str
+
+
+def _mels(paths: list[str], audio: AudioConfig) -> list[np.ndarray | Failed]:
+    """Worker: the features of a chunk of files, or why each one failed."""
     tune_allocator()
     limit_threads()
-    results: list[np.ndarray | AudioError] = []
+    results: list[np.ndarray | Failed] = []
     for path in paths:
         try:
             results.append(file_to_mel(path, audio))
         except AudioError as exc:
-            results.append(exc)
+            results.append(Failed("decode", exc.reason, exc.detail))
+        except Exception as exc:  # noqa: BLE001 - as in preprocessing: one file never stops the rest
+            results.append(Failed("features", "error", f"{type(exc).__name__}: {exc}"))
     return results
 
 
+def in_processes(fn: Callable[..., T], tasks: list[tuple], jobs: int, ahead: int = READ_AHEAD) -> Iterator[T]:
+    """`fn(*task)` for each task, in order, from `jobs` processes (in this one for one job or one task).
+
+    At most `ahead` tasks per process are running or finished but not yet consumed, so memory
+    stays flat however many tasks there are, also when the consumer (the model) is slower than
+    the workers: joblib's `return_as="generator"` keeps dispatching and holds every result.
+    """
+    if jobs == 1 or len(tasks) <= 1:
+        yield from (fn(*task) for task in tasks)
+        return
+    from joblib.externals.loky import get_reusable_executor  # joblib's own process pool
+
+    executor = get_reusable_executor(max_workers=min(jobs, len(tasks)))
+    todo = iter(tasks)
+    running = deque(executor.submit(fn, *task) for task in islice(todo, ahead * jobs))
+    try:
+        while running:
+            result = running.popleft().result()
+            following = next(todo, None)
+            if following is not None:  # submitted before yielding: the workers stay busy meanwhile
+                running.append(executor.submit(fn, *following))
+            yield result
+    finally:  # stopped early (an error, Ctrl-C): drop what has not started
+        for future in running:
+            future.cancel()
+
+
 def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | None]], jobs: int = 0,
-                  batch_size: int = 64) -> Predicted:
-    """Predict raw audio files `(absolute path, reported path, label, group)` in parallel."""
-    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    jobs = jobs or default_workers() + 1
-    if jobs == 1 or len(chunks) == 1:
-        results: Iterator[list[Any]] = (_mels([c[0] for c in chunk], p.audio) for chunk in chunks)
-    else:  # features stream in chunk by chunk: memory stays flat however many files there are
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(_mels)([c[0] for c in chunk], p.audio) for chunk in chunks)
+                  chunk_size: int = CHUNK_FILES, console: Console | None = None) -> Predicted:
+    """Predict raw audio files `(absolute path, reported path, label, group)` in parallel, in
+    chunks of `chunk_size` files (one batch of the model each); a progress bar on a terminal."""
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    features = in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks],
+                            jobs or default_workers() + 1)
     paths, probs, truth, groups, rejected = [], [], [], [], []
-    for chunk, mels in zip(chunks, results):
-        good = [(item, mel) for item, mel in zip(chunk, mels) if not isinstance(mel, AudioError)]
-        rejected += [Rejection(item[1], "decode", mel.reason, mel.detail)
-                     for item, mel in zip(chunk, mels) if isinstance(mel, AudioError)]
-        if good:
-            probs.append(p.probabilities(torch.from_numpy(np.stack([m for _, m in good]))).numpy())
-            for item, _ in good:
-                paths.append(item[1])
-                truth.append(item[2])
-                groups.append(item[3])
+    with FileProgress(len(items), console, enabled=len(chunks) > 1) as progress:
+        for chunk, mels in zip(chunks, features):
+            good = [(item, mel) for item, mel in zip(chunk, mels) if not isinstance(mel, Failed)]
+            rejected += [Rejection(item[1], mel.stage, mel.reason, mel.detail)
+                         for item, mel in zip(chunk, mels) if isinstance(mel, Failed)]
+            if good:
+                probs.append(p.probabilities(torch.from_numpy(np.stack([m for _, m in good]))).numpy())
+                for item, _ in good:
+                    paths.append(item[1])
+                    truth.append(item[2])
+                    groups.append(item[3])
+            progress.advance(len(chunk))
     return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups,
                      rejected)
 

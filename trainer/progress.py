@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -43,3 +44,37 @@ class EpochProgress:
               f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} f1 {row['val_f1']:.3f} | "
               f"lr {row['lr']:.2e} | {row['samples_per_s']:.0f} samples/s, "
               f"data wait {row['data_wait_fraction']:.0%} | {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+class FileProgress:
+    """A rich bar over raw audio files (files/s, ETA) while predicting or evaluating, on a
+    terminal only: in a log the one result line says what was done."""
+
+    def __init__(self, total: int, console: Console | None = None, enabled: bool = True):
+        self.total = total
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self.bar: Progress | None = None
+        self.task = None
+        self.start = 0.0
+
+    def __enter__(self) -> FileProgress:  # noqa: PYI034 - typing.Self needs Python 3.11
+        if self.enabled:
+            self.bar = Progress(TextColumn("audio files"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} files/s"), TimeRemainingColumn(),
+                                console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("files", total=self.total, rate="-")
+            self.start = time.perf_counter()
+        return self
+
+    def advance(self, files: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, files)
+            done = self.bar.tasks[0].completed
+            self.bar.update(self.task, rate=f"{done / max(time.perf_counter() - self.start, 1e-9):.0f}")
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

@@ -7,9 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
+import soundfile as sf
 
-from tests.audio_fixtures import REPO, make_corpus, run_module
+from tests.audio_fixtures import REPO, make_corpus, run_module, write_truncated_wav
 
 distributed = pytest.importorskip("distributed", reason="pip install 'melshard[dask]' for the dask backend")
 
@@ -47,8 +50,18 @@ def _objects(fs, prefix: str) -> dict[str, bytes]:
             if "/.melshard/" not in path}
 
 
+def _add_bad_inputs(src) -> dict[str, str]:
+    """Broken files among the clips (path -> reason): their reasons come back from the workers."""
+    write_truncated_wav(src / "low" / "low_001_truncated.wav")
+    sf.write(src / "mid" / "mid_003_all_zero.wav", np.zeros(8000, np.float32), 8000)
+    (src / "high" / "high_005_random.wav").write_bytes(np.random.default_rng(1).bytes(5000))
+    return {"low/low_001_truncated.wav": "truncated", "mid/mid_003_all_zero.wav": "silent",
+            "high/high_005_random.wav": "undecodable"}
+
+
 def test_a_dask_cluster_writes_the_same_bytes_to_a_folder_and_to_s3_as_local_processes(tmp_path, monkeypatch, s3):
     src = make_corpus(tmp_path / "src", per_class=6, labels=("low", "mid", "high"))
+    bad = _add_bad_inputs(src)
     config = tmp_path / "small.toml"
     config.write_text(SMALL + "[augment]\ncopies = 1\n")
     local = run_module("preprocess", str(src), "--out", str(tmp_path / "local"), "--config", str(config),
@@ -65,6 +78,8 @@ def test_a_dask_cluster_writes_the_same_bytes_to_a_folder_and_to_s3_as_local_pro
             prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert any("write_shard" in name for name in prefixes), prefixes
     assert len(_published(tmp_path / "local")) > 5
+    errors = pd.read_csv(tmp_path / "dask" / "errors.csv")
+    assert dict(zip(errors["path"], errors["reason"])) == bad and len(errors) == len(bad)
     assert _published(tmp_path / "dask") == _published(tmp_path / "local")
     uploaded = _objects(s3, "dask")
     assert uploaded == _published(tmp_path / "local")
