@@ -25,6 +25,7 @@ from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, PreprocessConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
+from shared.interrupt import main_process_interrupts
 from shared.location import location
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)
-        result = run(opts, cfg, console)
+        with main_process_interrupts():  # Ctrl-C: the line below, no worker tracebacks
+            result = run(opts, cfg, console)
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume",
               file=sys.stderr)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if status is None:
             raise
         return status
-    summary(result.manifest, result.errors, result.seconds, result.jobs, Console())
+    summary(result.manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")
     inputs = result.manifest["inputs"]

@@ -55,8 +55,9 @@ def len_clips(record: dict[str, Any]) -> int:
 
 
 def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, jobs: int,
-            console: Console) -> None:
-    """Samples per split and class, rejected inputs by reason, and throughput."""
+            console: Console, processed: int | None = None) -> None:
+    """Samples per split and class, rejected inputs by reason, and throughput (of the `processed`
+    clips when given: none for a rerun that only verified finished shards)."""
     splits = manifest["splits"]
     table = Table(title="samples")
     table.add_column("class")
@@ -81,6 +82,10 @@ def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, j
         console.print(rejected)
     inputs = manifest["inputs"]
     samples = sum(s["samples"] for s in splits.values())
+    if processed == 0:
+        rate = "nothing to process: every shard was verified and kept"
+    else:
+        done = inputs["total"] if processed is None else processed
+        rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} jobs"
     console.print(f"{inputs['total']} inputs: {inputs['written']} written, {inputs['rejected']} "
-                  f"rejected; {samples} samples in {seconds:.1f} s "
-                  f"({inputs['total'] / max(seconds, 1e-9):.1f} clips/s, {jobs} jobs)")
+                  f"rejected; {samples} samples in {seconds:.1f} s ({rate})")

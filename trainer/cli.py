@@ -9,16 +9,19 @@ Every option can come from a TOML file (`--config`, keys as in `TrainConfig`); t
 wins. With `--resume` the run continues from RUN/last.pt with the checkpoint's configuration.
 
 Exit status: 0 done; 2 bad usage or configuration; 1 a failed run; 128 + signal number when
-stopped by SIGTERM or Ctrl-C after saving a checkpoint.
+stopped by SIGTERM or Ctrl-C after saving a checkpoint; 130 when Ctrl-C stops `predict`,
+`evaluate` or a run still setting up (one line, no traceback, nothing half-written).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from shared.config import TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
+from shared.interrupt import main_process_interrupts
 from shared.location import location
 
 # command-line option -> TrainConfig field (argparse dest)
@@ -108,26 +111,37 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             from trainer.predict import run_predict
 
-            return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
-                               args.probabilities, args.tta, args.allow_missing, args.device, args.jobs,
-                               args.on_bad_shard)
+            with main_process_interrupts():  # Ctrl-C: one line here, no worker tracebacks
+                return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
+                                   args.probabilities, args.tta, args.allow_missing, args.device, args.jobs,
+                                   args.on_bad_shard)
         if args.command == "evaluate":
             from trainer.predict import predict_any
             from trainer.report import evaluate
 
             source = Path(args.shards or args.input)
-            predictor, predicted = predict_any(Path(args.run), source, args.split, labeled=True,
-                                               device=args.device, tta=False, jobs=args.jobs,
-                                               on_bad_shard=args.on_bad_shard)
-            where = f"{source} [{args.split}]" if args.shards else str(source)
-            evaluate(Path(args.run), predictor.labels, predicted, where)
+            with main_process_interrupts():
+                predictor, predicted = predict_any(Path(args.run), source, args.split, labeled=True,
+                                                   device=args.device, tta=False, jobs=args.jobs,
+                                                   on_bad_shard=args.on_bad_shard)
+                where = f"{source} [{args.split}]" if args.shards else str(source)
+                evaluate(Path(args.run), predictor.labels, predicted, where)
             print(f"wrote {Path(args.run) / 'report'}")
             return 0
         if args.command == "demo":
             from trainer.demo import run_demo
 
             return run_demo(Path(args.work), args.quick)
+    except KeyboardInterrupt:
+        # Training saves and exits by itself on Ctrl-C; this is Ctrl-C anywhere else (loading, setting up,
+        # predicting, scoring). Outputs are written whole at the end, so nothing partial is left.
+        what = {"predict": f"nothing was written to {getattr(args, 'out', '')}",
+                "evaluate": f"{getattr(args, 'run', 'RUN')}/report was not (fully) rewritten; rerun the same command",
+                "train": "rerun the same command, with --resume once a checkpoint exists"}.get(args.command, "")
+        print(f"interrupted: {what}" if what else "interrupted", file=sys.stderr)
+        return 130
     except (UsageError, DataError, OSError) as exc:
+
         status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")
         if status is None:
             raise

@@ -22,6 +22,13 @@ class Evaluation:
     y_pred: np.ndarray
 
 
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over every class of the manifest (`0 .. n_classes - 1`), as training's `val_f1`,
+    early stopping and `evaluate`'s report all define it: a class with no clip in the scored data
+    counts as 0, so the figure never looks better for classes it could not see."""
+    return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
 @torch.no_grad()
 def evaluate_batches(session: Any, loader) -> Evaluation:
     """Evaluate `session.model` on labeled batches; never mixes, never augments."""
@@ -40,4 +47,4 @@ def evaluate_batches(session: Any, loader) -> Evaluation:
     model.train()
     y_true, y_pred = np.concatenate(truths), np.concatenate(preds)
     return Evaluation(total / max(len(y_true), 1), float(accuracy_score(y_true, y_pred)),
-                      float(f1_score(y_true, y_pred, average="macro", zero_division=0)), y_true, y_pred)
+                      macro_f1(y_true, y_pred, len(session.manifest["labels"])), y_true, y_pred)

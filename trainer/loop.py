@@ -120,10 +120,15 @@ def restore(s: Session, ckpt: dict[str, Any]) -> State:
                  sums=dict(ckpt["epoch_sums"]) if s.world.is_main else {"loss": 0.0, "correct": 0.0, "n": 0.0})
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"  # empty: no validation split
+    return str(value)
+
+
 def write_metrics(run: Path, history: list[dict[str, float]]) -> None:
     lines = [",".join(METRIC_COLUMNS)]
-    lines += [",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in METRIC_COLUMNS)
-              for row in history]
+    lines += [",".join(_cell(row[c]) for c in METRIC_COLUMNS) for row in history]
     write_bytes(run / "metrics.csv", ("\n".join(lines) + "\n").encode("utf-8"))
 
 
@@ -247,6 +252,9 @@ def _train(s: Session, shards: Path, run: Path) -> int:
     if main:
         write_metrics(run, state.history)
     progress = EpochProgress(cfg.epochs, enabled=main)
+    if s.val_loader is None and main:
+        print(f"no validation split in {shards}: early stopping is off, all {cfg.epochs} epochs run and best.pt "
+              "is the last epoch's weights", file=sys.stderr)
     with StopRequest() as stop:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:  # a finished run stays finished
             figures = train_epoch(s, state, stop, progress)
@@ -296,8 +304,12 @@ def _train(s: Session, shards: Path, run: Path) -> int:
         return 0
     if s.world.distributed:
         print(f"ranks in sync: weights identical on all {s.world.size} ranks", file=sys.stderr)
-    print(f"done: best {cfg.early_stop_metric} {state.best if state.best is not None else float('nan'):.4f} "
-          f"at epoch {state.best_epoch}; {run / checkpoint.BEST}")
+    if s.val_loader is None:
+        print(f"done: no validation split, so no best epoch: {run / checkpoint.BEST} is the last epoch "
+              f"({state.best_epoch})")
+    else:
+        print(f"done: best {cfg.early_stop_metric} {state.best if state.best is not None else float('nan'):.4f} "
+              f"at epoch {state.best_epoch}; {run / checkpoint.BEST}")
     if s.lost:
         print(f"warning: trained without {s.lost_samples('train')} train and {s.lost_samples('val')} val samples "
               f"of damaged shards ({', '.join(b.name for bad in s.lost.values() for b in bad)}); "

@@ -17,10 +17,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix  # noqa: E402
 
 from shared.atomic import write_bytes, write_json  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
+from trainer.evaluation import macro_f1  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
                                       output_dict=True, zero_division=0)
     metrics = {"source": source, "samples": len(known),
                "accuracy": float(accuracy_score(y_true, y_pred)),
-               "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))}
+               "macro_f1": macro_f1(y_true, y_pred, len(labels))}
     table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in ("precision", "recall", "f1-score", "support")}}
                           for name in labels]).rename(columns={"f1-score": "f1"})
     matrix = confusion_matrix(y_true, y_pred, labels=classes)

@@ -179,6 +179,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     manifest = read_manifest(shards)
     if not manifest.get("splits", {}).get("train", {}).get("shards"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
+    trained = sorted(manifest["splits"]["train"].get("per_class", {}))
+    if len(trained) < 2:
+        raise UsageError(f"{shards} has {len(trained)} class(es) in its train split ({', '.join(trained) or 'none'}); "
+                         "a classifier needs at least two: preprocess a corpus with more classes")
     resumed = None
     if resume and not any((run / name).exists() for name in (checkpoint.LAST, checkpoint.BACKUP)):
         # Killed before its first checkpoint: nothing to lose, so --resume starts from the beginning.

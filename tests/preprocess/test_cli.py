@@ -100,6 +100,8 @@ def test_an_out_made_with_another_config_is_refused_unless_overwrite(tmp_path, s
     assert run_module(*base).returncode == 0
     again = run_module(*base)
     assert again.returncode == 0 and "resumed: " in again.stdout
+    said = " ".join(again.stdout.split())  # a rerun that only verified reports no rate
+    assert "clips/s" not in said and "nothing to process: every shard was verified and kept" in said
     refused = run_module(*base, "--seed", "7")
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0

@@ -88,3 +88,39 @@ def test_the_demo_runs_end_to_end(tmp_path):
     assert accuracy >= 80.0
     assert (tmp_path / "demo" / "submission.csv").exists()
     assert (tmp_path / "demo" / "run" / "report" / "confusion_matrix.png").exists()
+
+
+def test_ctrl_c_during_predict_exits_130_with_one_line_and_writes_nothing(trained, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.audio_fixtures import REPO
+
+    many = tmp_path / "many"
+    many.mkdir()
+    sources = sorted(trained["test"].rglob("*.wav"))
+    for i in range(600):  # enough files that the feature workers are busy when Ctrl-C comes
+        shutil.copyfile(sources[i % len(sources)], many / f"f{i:04d}.wav")
+    out = tmp_path / "s.csv"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "trainer", "predict", str(trained["run"]), "--input", str(many),
+                                "--out", str(out), "--jobs", "2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    children = []
+    while time.monotonic() < deadline and process.poll() is None and not children:
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        time.sleep(0.05)
+    assert children, "predict finished before its feature workers started"
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (process.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: nothing was written"), lines
+    assert not out.exists() and not list(tmp_path.glob("s.*"))
