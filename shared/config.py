@@ -191,7 +191,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 MODELS = ("cnn", "resnet9")
 SCHEDULES = ("cosine", "onecycle")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
+EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_balanced_acc": "max"}
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,9 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate (AdamW)
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
+    # "balanced": cross-entropy weights from the train split's per-class counts (inverse
+    # frequency, mean 1), so a 50:1 majority cannot win by being answered always.
+    class_weights: str = "none"
     schedule: str = "cosine"  # "cosine" (linear warm-up, cosine decay) or "onecycle"
     warmup_fraction: float = 0.05  # share of all steps spent warming up
     grad_clip: float = 1.0  # max gradient norm, after unscaling; 0 disables
@@ -217,7 +221,7 @@ class TrainConfig:
     freq_mask_width: int = 8  # ... each at most this many mel bands wide
     time_masks: int = 0  # SpecAugment: time masks per training sample
     time_mask_width: int = 16  # ... each at most this many frames wide
-    early_stop_metric: str = "val_loss"  # val_loss, val_acc or val_f1
+    early_stop_metric: str = "val_loss"  # val_loss, val_acc, val_f1 or val_balanced_acc
     patience: int = 10  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
     seed: int = 42
@@ -237,6 +241,7 @@ class TrainConfig:
         _require(self.batch_size >= 1, "batch_size must be at least 1")
         _require(self.lr > 0 and self.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+        _require(self.class_weights in CLASS_WEIGHTS, f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}")
         _require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
         _require(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")

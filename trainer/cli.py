@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.config import TrainConfig, from_dict, load_toml
+from shared.config import CLASS_WEIGHTS, EARLY_STOP_METRICS, TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
@@ -35,7 +35,9 @@ TRAIN_OPTIONS = {
     "--amp": dict(choices=["auto", "off", "bf16", "fp16"], help="mixed precision (default auto: on for CUDA)"),
     "--mixup-p": dict(type=float, help="probability of mixing a batch (default 0.5)"),
     "--patience": dict(type=int, help="early-stopping patience in epochs (default 10)"),
-    "--early-stop-metric": dict(choices=["val_loss", "val_acc", "val_f1"], help="default val_loss"),
+    "--early-stop-metric": dict(choices=list(EARLY_STOP_METRICS), help="default val_loss"),
+    "--class-weights": dict(choices=list(CLASS_WEIGHTS), help="cross-entropy class weights: none (default) or "
+                                                              "balanced (inverse train frequency)"),
     "--device": dict(choices=["auto", "cpu", "cuda"], help="default auto"),
     "--seed": dict(type=int, help="default 42"),
     "--num-workers": dict(type=int, help="loader processes (default cores - 1)"),
@@ -141,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: {what}" if what else "interrupted", file=sys.stderr)
         return 130
     except (UsageError, DataError, OSError) as exc:
-
         status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")
         if status is None:
             raise

@@ -18,6 +18,7 @@ class Evaluation:
     loss: float
     accuracy: float
     macro_f1: float
+    balanced_accuracy: float
     y_true: np.ndarray
     y_pred: np.ndarray
 
@@ -27,6 +28,24 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     early stopping and `evaluate`'s report all define it: a class with no clip in the scored data
     counts as 0, so the figure never looks better for classes it could not see."""
     return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The mean of the per-class recalls over the classes present in `y_true` (scikit-learn's
+    `balanced_accuracy_score`): answering the majority class always scores 1 / classes."""
+    classes = np.unique(y_true)
+    if classes.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+
+
+def majority_baseline(y_true: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, macro-F1 and balanced accuracy of always answering the most frequent class of `y_true`."""
+    majority = int(np.bincount(y_true, minlength=n_classes).argmax())
+    constant = np.full_like(y_true, majority)
+    return {"class_index": majority, "accuracy": float(np.mean(y_true == majority)),
+            "macro_f1": macro_f1(y_true, constant, n_classes),
+            "balanced_accuracy": balanced_accuracy(y_true, constant)}
 
 
 @torch.no_grad()
@@ -47,4 +66,5 @@ def evaluate_batches(session: Any, loader) -> Evaluation:
     model.train()
     y_true, y_pred = np.concatenate(truths), np.concatenate(preds)
     return Evaluation(total / max(len(y_true), 1), float(accuracy_score(y_true, y_pred)),
-                      macro_f1(y_true, y_pred, len(session.manifest["labels"])), y_true, y_pred)
+                      macro_f1(y_true, y_pred, len(session.manifest["labels"])), balanced_accuracy(y_true, y_pred),
+                      y_true, y_pred)

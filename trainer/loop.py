@@ -40,7 +40,7 @@ from trainer.evaluation import evaluate_batches
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
 
-METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1",
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "val_balanced_acc",
                   "samples_per_s", "data_wait_fraction", "seconds", "train_samples", "lost_train_samples",
                   "lost_val_samples"]
 
@@ -167,8 +167,10 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
     with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
         logits = s.model(x)
-        loss = lam * F.cross_entropy(logits, y_a, label_smoothing=cfg.label_smoothing) + \
-            (1.0 - lam) * F.cross_entropy(logits, y_b, label_smoothing=cfg.label_smoothing)
+        # MixUp mixes the two targets' losses, each weighted by its class (PyTorch's weighted mean).
+        weight, smoothing = s.class_weights, cfg.label_smoothing
+        loss = lam * F.cross_entropy(logits, y_a, weight=weight, label_smoothing=smoothing) + \
+            (1.0 - lam) * F.cross_entropy(logits, y_b, weight=weight, label_smoothing=smoothing)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()
     if cfg.grad_clip > 0:
@@ -274,6 +276,7 @@ def _train(s: Session, shards: Path, run: Path) -> int:
                    "val_loss": val.loss if val else float("nan"),
                    "val_acc": val.accuracy if val else float("nan"),
                    "val_f1": val.macro_f1 if val else float("nan"),
+                   "val_balanced_acc": val.balanced_accuracy if val else float("nan"),
                    **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds", "train_samples")},
                    "lost_train_samples": s.lost_samples("train"), "lost_val_samples": s.lost_samples("val")}
             state.history.append(row)

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from shared.atomic import write_bytes, write_json  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
-from trainer.evaluation import macro_f1  # noqa: E402
+from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
 
 
@@ -94,7 +94,10 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
                                       output_dict=True, zero_division=0)
     metrics = {"source": source, "samples": len(known),
                "accuracy": float(accuracy_score(y_true, y_pred)),
-               "macro_f1": macro_f1(y_true, y_pred, len(labels))}
+               "macro_f1": macro_f1(y_true, y_pred, len(labels)),
+               "balanced_accuracy": balanced_accuracy(y_true, y_pred)}
+    baseline = majority_baseline(y_true, len(labels))
+    metrics["majority_baseline"] = {"class": labels[baseline.pop("class_index")], **baseline}
     table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in ("precision", "recall", "f1-score", "support")}}
                           for name in labels]).rename(columns={"f1-score": "f1"})
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
@@ -131,7 +134,11 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
 
 
 def _show(metrics: dict, table: pd.DataFrame, console: Console) -> None:
-    view = Table(title=f"{metrics['source']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    base = metrics["majority_baseline"]
+    view = Table(title=f"{metrics['source']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+                       f"balanced accuracy {metrics['balanced_accuracy']:.4f}",
+                 caption=f"always answering '{base['class']}' would score accuracy {base['accuracy']:.4f}, "
+                         f"macro-F1 {base['macro_f1']:.4f}, balanced accuracy {base['balanced_accuracy']:.4f}")
     for column in ("class", "precision", "recall", "f1", "support"):
         view.add_column(column, justify="left" if column == "class" else "right")
     for row in table.itertuples(index=False):

@@ -76,6 +76,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def class_weights(manifest: dict[str, Any], rule: str, device: torch.device) -> torch.Tensor | None:
+    """Cross-entropy weights per class for `rule` "balanced": total / (classes x count) from the
+    train split's per-class sample counts, rescaled to mean 1 over the classes trained on (a class
+    with no train sample gets 0: it is never a target). None for "none"."""
+    if rule == "none":
+        return None
+    counts = manifest["splits"]["train"].get("per_class", {})
+    n = torch.tensor([float(counts.get(label, 0)) for label in manifest["labels"]], dtype=torch.float64)
+    present = n > 0
+    weights = torch.where(present, n.sum() / n.clamp_min(1.0), torch.zeros_like(n))
+    weights = weights / weights[present].mean()
+    return weights.to(torch.float32).to(device)
+
+
 @dataclass
 class Session:
     cfg: TrainConfig
@@ -97,6 +111,7 @@ class Session:
     lost: dict[str, list[BadShard]]  # split -> damaged shards left out (--on-bad-shard skip)
     world: World = World()
     writer: Any = None
+    class_weights: torch.Tensor | None = None  # cross-entropy weights per class (--class-weights)
 
     def lost_samples(self, split: str) -> int:
         return sum(b.samples for b in self.lost.get(split, []))
@@ -247,4 +262,4 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         pass
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
                    scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
-                   resumed, lost, world, writer)
+                   resumed, lost, world, writer, class_weights=class_weights(manifest, cfg.class_weights, device))
