@@ -1,48 +1,40 @@
-"""Streaming shards into batches, with an exact, resumable position, on one rank or many.
+"""Streaming shards into batches, with a position that survives a change of ranks or workers.
 
-Each DataLoader worker runs a small WebDataset pipeline over its part of the epoch:
-tar members -> samples (`shared.shardio`) -> webdataset's shuffle buffer, seeded -> skip what a
-resumed run already consumed (before decoding) -> decode `mel.npy` (numeric arrays only, never
-a pickle) -> batches. Workers batch themselves (the DataLoader gets `batch_size=None`), so the
-main process does no per-sample Python work and every batch records which worker made it.
+Each DataLoader worker runs a small pipeline over its part of the epoch: tar members -> samples
+(`shared.shardio`) -> a seeded shuffle buffer -> skip what a resumed run already consumed
+(before decoding) -> decode `mel.npy` (numeric arrays only, never a pickle) -> batches. Workers
+batch themselves (the DataLoader gets `batch_size=None`), so the main process does no
+per-sample Python work and every batch records which worker made it.
 
-The plan is a pure function of (seed, epoch, shard list and sample counts from the manifest,
-ranks x workers, batch size), known before any shard is opened:
-- the shards are shuffled per epoch; laid end to end they form one sequence of N samples;
-- that sequence is cut into `world x workers` contiguous slots of N // slots or N // slots + 1
-  samples (slot = rank x workers + worker), so a slot reads its own shards plus at most the
-  tails of two shared ones, and every sample belongs to exactly one slot;
-- every slot makes the same number of batches K = ceil(ceil(N / slots) / batch_size), its samples
-  spread evenly over them (sizes differ by at most one). So every rank runs the same number of
-  steps, nothing is padded or dropped, and no rank waits on another at the end of an epoch;
-- each worker's shuffle buffer is seeded by (seed, epoch, slot); workers send chunks of a few
-  batches (one transfer each), cut at fixed batch numbers; the DataLoader takes chunks
-  round-robin over workers.
-
-So the position after k batches is "how many batches of each worker were consumed, and which
-worker comes next", the same on every rank. A resumed loader skips those batches in each worker
-and rotates the worker numbering so that its round-robin starts at the worker that came next.
+Which worker reads which samples, in which batches, is `trainer.plan`: the epoch's order depends
+only on (seed, epoch, shard list); ranks and workers take shares of what is not yet consumed, and
+every rank makes the same number of steps. `ShardStream.state_dict()` is the loader's position:
+the epoch, the samples consumed before the current layout took over (global index ranges), the
+layout and the steps it has taken. `load_state_dict()` continues exactly on the same layout, and
+on another one plans the rest of the epoch over exactly the samples not yet seen.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
-import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
 from shared.location import Location
 from shared.shardio import decode_npy, iter_stream, required_members
+from trainer import plan
+
+KEY_LOG = "MELSHARD_KEY_LOG"  # test hook: append "epoch step rank key" for every sample trained on
+_BASE_IDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -51,133 +43,193 @@ class Shard:
     samples: int
 
 
-def _rng_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
 class ShardStream(IterableDataset):
     """Batches of one rank's share of a shard list, split across `workers` loader processes
-    (see the module doc).
+    (see the module doc and `trainer.plan`).
 
-    `control` is a shared int64 tensor `[epoch, offset, skip_0 .. skip_{W-1}]` that the main
-    process sets before each epoch; persistent workers read it when an epoch starts.
+    `control` is a shared int64 tensor `[epoch, first worker, steps taken, base id]` that the main
+    process sets before each epoch; persistent workers read it when an epoch starts. The ranges
+    consumed before the layout took over are too long for it: workers hold them from the moment
+    they started, and `base id` tells them which ones to use (0: none, a fresh epoch).
     """
 
     def __init__(self, folder: str, shards: list[Shard], batch_size: int, workers: int,
                  seed: int, shuffle_buffer: int = 0, with_keys: bool = False, chunk_batches: int = 0,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, key_log: str | None = None):
         self.folder = str(folder)
         self.shards = list(shards)
-        self.batch_size = batch_size
-        self.workers = max(1, workers)
         self.seed = seed
-        self.shuffle_buffer = shuffle_buffer  # 0: keep shard order (validation, prediction)
         self.with_keys = with_keys
-        self.rank, self.world = rank, world
+        self.rank = rank
         # Handing a batch to the main process costs about a millisecond whatever its size, so
         # workers send chunks of ~256 samples.
-        self.chunk_batches = chunk_batches or max(1, 256 // batch_size)
-        self.control = torch.zeros(2 + self.workers, dtype=torch.int64).share_memory_()
-        slots = self.world * self.workers
-        if self.world > 1 and self.samples // slots < self.slot_batches:
-            raise UsageError(f"{self.samples} samples cannot give {slots} loader slots ({self.world} ranks x "
-                             f"{self.workers} workers) {self.slot_batches} batches each; use fewer --num-workers "
-                             "or processes, or a larger --batch-size")
+        self.layout = plan.Layout(world, max(1, workers), batch_size,
+                                  chunk_batches or max(1, 256 // batch_size), shuffle_buffer)
+        self.key_log = key_log  # KEY_LOG's file, for the training stream
+        self.control = torch.zeros(4, dtype=torch.int64).share_memory_()
+        if 0 < self.samples < world:
+            raise UsageError(f"{self.samples} samples cannot be shared by {world} processes; use fewer processes")
+        self.start_epoch(0)
 
-    # --- the plan: which samples each slot reads, known from the manifest alone ---
+    @property
+    def workers(self) -> int:
+        return self.layout.workers
+
+    @property
+    def batch_size(self) -> int:
+        return self.layout.batch_size
 
     @property
     def samples(self) -> int:
         return sum(s.samples for s in self.shards)
 
-    @property
-    def slot_batches(self) -> int:
-        """K: the batches every slot makes per epoch (fewer only for slots with fewer than K samples)."""
-        slots = self.world * self.workers
-        return math.ceil(math.ceil(self.samples / slots) / self.batch_size) if self.samples else 0
-
-    def _shard_order(self, epoch: int) -> list[int]:
-        if not self.shuffle_buffer:
-            return list(range(len(self.shards)))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()
-
-    def _slot_plan(self, epoch: int, worker: int) -> list[tuple[Shard, int, int]]:
-        """(shard, first, stop) segments of this rank's `worker`: samples [first, stop) of each shard."""
-        slots = self.world * self.workers
-        slot = self.rank * self.workers + worker
-        low, high = slot * self.samples // slots, (slot + 1) * self.samples // slots
-        segments, start = [], 0
-        for index in self._shard_order(epoch):
-            shard = self.shards[index]
-            first, stop = max(low - start, 0), min(high - start, shard.samples)
-            if first < stop:
-                segments.append((shard, first, stop))
-            start += shard.samples
-        return segments
-
-    def worker_samples(self, epoch: int, worker: int) -> int:
-        return sum(stop - first for _, first, stop in self._slot_plan(epoch, worker))
-
-    def batch_sizes(self, samples: int) -> list[int]:
-        """`samples` spread over K batches as evenly as possible (sizes differ by at most one)."""
-        count = min(self.slot_batches, samples)
-        return [samples // count + (i < samples % count) for i in range(count)] if count else []
-
-    def worker_batches(self, epoch: int) -> list[int]:
-        return [len(self.batch_sizes(self.worker_samples(epoch, w))) for w in range(self.workers)]
-
     def batches_per_epoch(self, epoch: int = 0) -> int:
-        return sum(self.worker_batches(epoch))
+        """Steps of every rank in a whole epoch on this layout (the same for every epoch)."""
+        return plan.steps_for(self.samples, self.layout)
 
-    def start_epoch(self, epoch: int, consumed: list[int] | None = None, next_worker: int = 0) -> None:
-        """Set what the workers do on their next `iter()`: an epoch, resumed at a position."""
-        self.control[0] = epoch
-        self.control[1] = next_worker % self.workers
-        self.control[2:] = torch.tensor(consumed or [0] * self.workers, dtype=torch.int64)
+    # --- the position ---
+
+    def _remaining(self, base: plan.Ranges) -> plan.Ranges:
+        return plan.complement(base, self.samples)
+
+    def start_epoch(self, epoch: int, consumed: list[int] | None = None, next_worker: int | None = None) -> None:
+        """Start `epoch` from its beginning, or after `sum(consumed)` steps of this layout.
+
+        `next_worker` makes loader worker 0 play that worker (in-process reads of one worker's
+        batches); by default it is the worker whose batch comes next."""
+        self.epoch, self.steps = epoch, sum(consumed or [])
+        self._base, self._base_steps, self._base_id = [], 0, 0
+        self._publish(next_worker)
+
+    def _publish(self, first_worker: int | None = None) -> None:
+        """Tell the workers (through `control`) where their next `iter()` starts."""
+        if first_worker is None:  # the worker whose batch comes next
+            first_worker = plan.worker_of_step(self.steps, plan.chunk_for(self.layout, self.generation_steps),
+                                               self.workers)
+        self.control[:] = torch.tensor([self.epoch, first_worker % self.workers, self.steps, self._base_id])
+
+    @property
+    def generation_steps(self) -> int:
+        """Steps this layout makes in the epoch (all of them unless it took over mid-epoch)."""
+        return plan.steps_for(self.samples - plan.size(self._base), self.layout)
+
+    @property
+    def epoch_steps(self) -> int:
+        return self._base_steps + self.generation_steps
+
+    @property
+    def steps_done(self) -> int:
+        return self._base_steps + self.steps
+
+    def consumed_ranges(self) -> plan.Ranges:
+        """Every global index of the epoch consumed so far (what a new layout must skip)."""
+        taken = plan.consumed(self._remaining(self._base), self.layout, self.steps, self.seed, self.epoch)
+        return plan.merge(self._base + taken)
+
+    def state_dict(self) -> dict[str, Any]:
+        slots = plan.rank_slots(self._remaining(self._base), self.layout, self.rank)
+        chunk = plan.chunk_for(self.layout, self.generation_steps)
+        return {
+            "epoch": self.epoch, "steps": self.steps, "layout": asdict(self.layout),
+            "before": {"ranges": [list(r) for r in self._base], "steps": self._base_steps},
+            # for people reading the checkpoint: batches of each worker, and whose comes next
+            "consumed": [plan.batches_done(slot, self.steps) for slot in slots],
+            "next_worker": plan.worker_of_step(self.steps, chunk, self.workers),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at `state`: exactly as saved on the same layout; on another one, over exactly
+        the samples of the epoch not yet consumed."""
+        self.epoch, self.steps = int(state["epoch"]), int(state["steps"])
+        self._base = plan.merge(tuple(r) for r in state["before"]["ranges"])
+        self._base_steps = int(state["before"]["steps"])
+        saved = plan.Layout(**state["layout"])
+        if bool(saved.shuffle_buffer) != bool(self.layout.shuffle_buffer):
+            raise ValueError("a shuffled epoch's position cannot continue an unshuffled one, or the reverse")
+        if saved != self.layout:
+            remaining = self._remaining(self._base)
+            taken = plan.consumed(remaining, saved, self.steps, self.seed, self.epoch)
+            self._base = plan.merge(self._base + taken)
+            self._base_steps += self.steps
+            self.steps = 0
+            left = self.samples - plan.size(self._base)
+            if 0 < left < self.layout.world:
+                raise UsageError(f"only {left} samples of epoch {self.epoch + 1} remain, fewer than the "
+                                 f"{self.layout.world} processes; resume with at most {left}")
+        self._base_id = next(_BASE_IDS) if self._base else 0
+        self._publish()
+
+    def note_batch(self, batch: dict[str, Any]) -> None:
+        """Called for each batch handed to training: one more step of the position."""
+        if self.key_log and "key" in batch:
+            lines = "".join(f"{self.epoch} {self.steps_done} {self.rank} {k}\n" for k in batch["key"])
+            with open(self.key_log, "a", encoding="utf-8") as handle:
+                handle.write(lines)
+        self.steps += 1
 
     # --- inside a worker ---
 
-    def _raw_samples(self, segments: list[tuple[Shard, int, int]]) -> Iterator[dict[str, Any]]:
+    def _segments(self, ranges: plan.Ranges, epoch: int) -> list[tuple[Shard, plan.Ranges]]:
+        """Global index ranges -> (shard, ranges of sample numbers within it), in global order."""
+        order = list(range(len(self.shards)))
+        if self.layout.shuffle_buffer:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()
+        segments, start = [], 0
+        for index in order:
+            shard = self.shards[index]
+            inside = [(max(a, start) - start, min(b, start + shard.samples) - start) for a, b in ranges
+                      if a < start + shard.samples and b > start]
+            if inside:
+                segments.append((shard, inside))
+            start += shard.samples
+        return segments
+
+    def _raw_samples(self, segments: list[tuple[Shard, plan.Ranges]]) -> Iterator[dict[str, Any]]:
         where = Location(self.folder)
-        for shard, first, stop in segments:
+        for shard, inside in segments:
+            stop = inside[-1][1]
+            wanted = iter(inside)
+            first, last = next(wanted)
             with where.open(shard.name) as handle:
                 samples = iter_stream(handle, where.url(shard.name), required=required_members(shard.name))
                 for index, sample in enumerate(samples):
                     if index >= stop:
-                        break  # the rest of this shard belongs to the next slot: not even read
+                        break  # the rest of this shard belongs to another slot: not even read
+                    while index >= last:
+                        first, last = next(wanted)
                     if index >= first:
                         yield sample
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
-        epoch, offset = int(self.control[0]), int(self.control[1])
-        worker = (physical + offset) % self.workers
-        segments = self._slot_plan(epoch, worker)
-        sizes = self.batch_sizes(sum(stop - first for _, first, stop in segments))
-        done = int(self.control[2 + worker])
-        stream: Iterator[dict[str, Any]] = self._raw_samples(segments)
-        if self.shuffle_buffer:
-            slot = self.rank * self.workers + worker
-            rng = random.Random(_rng_seed(self.seed, epoch, slot))
-            stream = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(stream)
-        for _ in range(sum(sizes[:done])):  # already consumed before the interruption: never decoded
+        epoch, first_worker, steps, base_id = (int(v) for v in self.control)
+        if base_id and base_id != self._base_id:
+            raise RuntimeError("the loader's position changed after its workers started; make a new DataLoader")
+        worker = (physical + first_worker) % self.workers
+        remaining = self._remaining(self._base if base_id else [])
+        slot = plan.rank_slots(remaining, self.layout, self.rank)[worker]
+        chunk = plan.chunk_for(self.layout, plan.steps_for(plan.size(remaining), self.layout))
+        done = plan.batches_done(slot, steps)
+        stream = plan.shuffled(self._raw_samples(self._segments(slot.ranges, epoch)), self.layout.shuffle_buffer,
+                               plan.slot_rng(self.seed, epoch, slot))
+        for _ in range(sum(slot.sizes[:done])):  # already consumed before the interruption: never decoded
             if next(stream, None) is None:
                 return
-        # Batches travel to the main process in chunks of `chunk_batches`, aligned to the
-        # epoch's batch numbering so that a resumed worker cuts the same batches.
-        chunk: list[list[dict[str, Any]]] = []
-        for size in sizes[done:]:
+        # Batches travel to the main process in chunks, aligned to the worker's batch numbering
+        # so that a resumed worker cuts the same batches.
+        batches: list[list[dict[str, Any]]] = []
+        for size in slot.sizes[done:]:
             batch = [sample for _, sample in zip(range(size), stream)]
             if not batch:
                 break
-            chunk.append(batch)
+            batches.append(batch)
             done += 1
-            if done % self.chunk_batches == 0:
-                yield self._collate(chunk, worker)
-                chunk = []
-        if chunk:
-            yield self._collate(chunk, worker)
+            if done % chunk == 0:
+                yield self._collate(batches, worker)
+                batches = []
+        if batches:
+            yield self._collate(batches, worker)
 
     def _collate(self, chunk: list[list[dict[str, Any]]], worker: int) -> dict[str, Any]:
         samples = [s for batch in chunk for s in batch]
@@ -186,8 +238,9 @@ class ShardStream(IterableDataset):
         # segment, so labels travel as a plain list.
         batch = {"mel": torch.from_numpy(mels), "label": [int(s["cls"]) if "cls" in s else -1 for s in samples],
                  "sizes": [len(b) for b in chunk], "worker": worker}
-        if self.with_keys:
+        if self.with_keys or self.key_log:
             batch["key"] = [s["__key__"] for s in samples]
+        if self.with_keys:
             batch["meta"] = [json.loads(s["json"]) if "json" in s else {} for s in samples]
         return batch
 
@@ -196,8 +249,11 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
     """Split the loader's chunks into batches (views, no copies), in order.
 
     Each batch has `mel` `[B, M, T]`, `label` (an int64 tensor), `worker`, and `last_in_chunk`,
-    which tells whether that worker's next batch comes next too (it does mid-chunk).
+    which tells whether that worker's next batch comes next too (it does mid-chunk). The stream's
+    position advances by one step per batch handed out.
     """
+    stream = getattr(loader, "dataset", None)
+    note = stream.note_batch if isinstance(stream, ShardStream) else None
     for chunk in loader:
         labels = torch.as_tensor(chunk["label"], dtype=torch.int64)
         start = 0
@@ -208,6 +264,8 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
                 if name in chunk:
                     batch[name] = chunk[name][start : start + size]
             start += size
+            if note is not None:
+                note(batch)
             yield batch
 
 

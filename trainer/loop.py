@@ -10,8 +10,10 @@ DDP averaging the gradients; the ranks agree on stopping, sum their figures, and
 writes checkpoints, metrics and progress.
 
 Exact resume: every random draw of a step (dropout, MixUp, masks) comes from generators seeded
-by (seed, epoch, step), and the loader's position is saved with the weights; a run interrupted
-anywhere and resumed ends with the weights of one that never stopped (on CPU).
+by (seed, epoch, step), and the loader's position (`ShardStream.state_dict()`) is saved with the
+weights; a run interrupted anywhere and resumed on the same processes and loader workers ends with
+the weights of one that never stopped (on CPU). On another layout the epoch continues over exactly
+the samples not yet seen (`trainer/elastic.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from trainer import checkpoint
 from trainer.augment import mixup, random_eq, spec_augment
 from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
+from trainer.elastic import restore_position
 from trainer.evaluation import evaluate_batches
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
@@ -50,9 +53,7 @@ class State:
     """Everything that changes while training, beyond the model/optimizer/scheduler/scaler."""
 
     epoch: int = 0  # the epoch in progress (or next to start)
-    step: int = 0  # optimizer steps over the whole run
-    consumed: list[int] = field(default_factory=list)  # batches of each loader worker this epoch
-    next_worker: int = 0  # the loader worker whose batch comes next
+    step: int = 0  # optimizer steps over the whole run (the loader holds its own position)
     best: float | None = None  # best early-stopping metric so far
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -93,7 +94,7 @@ def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
         "model": s.raw_model.state_dict(), "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
         "epoch": state.epoch, "step": state.step,
-        "position": {"epoch": state.epoch, "consumed": list(state.consumed), "next_worker": state.next_worker},
+        "position": s.train_stream.state_dict(), "schedule_steps": s.schedule_steps,
         "early_stop": {"best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs},
         "epoch_sums": {"loss": loss, "correct": correct, "n": n}, "history": state.history, "rng": _rng_states(),
     }
@@ -111,9 +112,9 @@ def restore(s: Session, ckpt: dict[str, Any]) -> State:
     s.scheduler.load_state_dict(ckpt["scheduler"])
     s.scaler.load_state_dict(ckpt["scaler"])
     _set_rng_states(ckpt["rng"])
+    restore_position(s, ckpt)
     stop = ckpt["early_stop"]
-    return State(epoch=ckpt["epoch"], step=ckpt["step"], consumed=list(ckpt["position"]["consumed"]),
-                 next_worker=ckpt["position"]["next_worker"], best=stop["best"],
+    return State(epoch=ckpt["epoch"], step=ckpt["step"], best=stop["best"],
                  best_epoch=stop["best_epoch"], bad_epochs=stop["bad_epochs"],
                  history=list(ckpt["history"]),
                  # the saved sums are over all ranks: rank 0 carries them on, the others start at zero
@@ -187,21 +188,15 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
 def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProgress) -> dict[str, float] | None:
     """Train until the epoch ends (returns its figures) or a stop is requested (returns None)."""
     stream = s.train_stream
-    workers = stream.workers
-    if not state.consumed:
-        state.consumed = [0] * workers
-    stream.start_epoch(state.epoch, state.consumed, state.next_worker)
-    total = stream.batches_per_epoch(state.epoch)
-    progress.start(state.epoch, total, done=sum(state.consumed))
+    if stream.epoch != state.epoch:
+        stream.start_epoch(state.epoch)
+    progress.start(state.epoch, stream.epoch_steps, done=stream.steps_done)
     wait = busy = 0.0
     samples = 0
     tick = time.perf_counter()
     for batch in iter_batches(s.train_loader):
         fetched = time.perf_counter()
         loss, correct, n = train_step(s, batch, state)
-        worker = batch["worker"]
-        state.consumed[worker] += 1
-        state.next_worker = (worker + 1) % workers if batch["last_in_chunk"] else worker
         state.step += 1
         state.sums["loss"] += loss
         state.sums["correct"] += correct
@@ -284,7 +279,7 @@ def _train(s: Session, shards: Path, run: Path) -> int:
             metric = row[cfg.early_stop_metric]
             improved = _improved(cfg, state, metric) or val is None
             state.epoch += 1
-            state.consumed, state.next_worker = [], 0
+            s.train_stream.start_epoch(state.epoch)
             state.sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
             if improved:
                 state.best, state.best_epoch, state.bad_epochs = metric, row["epoch"], 0

@@ -24,8 +24,9 @@ from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
 from shared.manifest import read_manifest
 from trainer import checkpoint
-from trainer.data import BandNorm, ShardStream, checked_shards, make_loader
+from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
 from trainer.distributed import World, join, sum_across
+from trainer.elastic import relayout
 from trainer.models import build_model, model_args
 
 
@@ -112,6 +113,7 @@ class Session:
     world: World = World()
     writer: Any = None
     class_weights: torch.Tensor | None = None  # cross-entropy weights per class (--class-weights)
+    schedule_steps: int = 0  # the steps the LR schedule spans
 
     def lost_samples(self, split: str) -> int:
         return sum(b.samples for b in self.lost.get(split, []))
@@ -146,6 +148,9 @@ class Session:
             self.writer.close()
 
 
+MAY_CHANGE = {"device", "batch_size", "num_workers"}  # options that may differ from the checkpoint's
+
+
 def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConfig,
                   explicit: set[str]) -> TrainConfig:
     if ckpt["manifest_fingerprint"] != manifest_fingerprint(manifest):
@@ -155,12 +160,13 @@ def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConf
         raise UsageError(f"cannot resume: these shards are not the ones the checkpoint was trained on "
                          f"({what}); point at the original shard folder or start a new --out")
     saved = from_dict(TrainConfig, ckpt["train_config"])
-    for key in sorted(explicit - {"device"}):
+    for key in sorted(explicit - MAY_CHANGE):
         if getattr(cfg, key) != getattr(saved, key):
             raise UsageError(f"cannot resume: --{key.replace('_', '-')} {getattr(cfg, key)} differs from "
                              f"the checkpoint's {getattr(saved, key)}; drop it to resume, or start a new --out")
-    # The device may change between runs (e.g. resume a CPU run on a GPU machine).
-    return TrainConfig(**{**to_dict(saved), "device": cfg.device}) if "device" in explicit else saved
+    # The device may change between runs (e.g. resume a CPU run on a GPU machine), and so may the
+    # layout (see trainer/elastic.py).
+    return TrainConfig(**{**to_dict(saved), **{key: getattr(cfg, key) for key in MAY_CHANGE & explicit}})
 
 
 def _check_damage(shards: Path, manifest: dict[str, Any], policy: str, resumed: dict[str, Any] | None,
@@ -205,11 +211,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         resume = False
     if resume:
         resumed = checkpoint.load_latest(run)
-        cfg = _check_resume(resumed, manifest, cfg, explicit)
-        if resumed.get("world_size", 1) != world.size:
-            raise UsageError(f"cannot resume: the checkpoint was trained by {resumed.get('world_size', 1)} "
-                             f"process(es), this launch has {world.size}; the data position is exact only for "
-                             "the same count, so relaunch with it (torchrun --nnodes x --nproc_per_node)")
+        cfg, change = relayout(_check_resume(resumed, manifest, cfg, explicit), resumed, world.size,
+                               "batch_size" in explicit)
+        if change and world.is_main:
+            print(change, file=sys.stderr)
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     good, lost = _check_damage(shards, manifest, on_bad_shard, resumed, world)
@@ -236,7 +241,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     model = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = ShardStream(str(shards), train_shards, cfg.batch_size, cfg.num_workers, cfg.seed,
-                         cfg.shuffle_buffer, rank=world.rank, world=world.size)
+                         cfg.shuffle_buffer, rank=world.rank, world=world.size, key_log=os.environ.get(KEY_LOG))
     total_steps = sum(stream.batches_per_epoch(e) for e in range(cfg.epochs))
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -262,4 +267,5 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         pass
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
                    scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
-                   resumed, lost, world, writer, class_weights=class_weights(manifest, cfg.class_weights, device))
+                   resumed, lost, world, writer, class_weights=class_weights(manifest, cfg.class_weights, device),
+                   schedule_steps=total_steps)

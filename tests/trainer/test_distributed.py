@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from shared.manifest import read_manifest
-from tests.audio_fixtures import REPO, run_module
-from trainer.data import ShardStream, shards_of
+from tests.audio_fixtures import REPO
+from trainer.data import ShardStream, iter_batches, make_loader, shards_of
 
 
 def _keys_of(stream: ShardStream, epoch: int) -> list[list[str]]:
@@ -85,8 +85,6 @@ def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_sha
     rows = _metrics(run)
     assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
     assert result.stdout.count("done: best") == 1  # only rank 0 reports
-    alone = run_module("trainer", "train", str(tiny_shards), "--out", str(run), "--resume")
-    assert alone.returncode == 2 and "trained by 2 process(es), this launch has 1" in alone.stderr
 
 
 def _wait_for_mid_epoch_checkpoint(process: subprocess.Popen, run: Path, epoch: int) -> None:
@@ -118,6 +116,34 @@ def _rank_pid(launcher: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} under torchrun pid {launcher}")
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) if proc.name.isdigit() else None
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent is not None:
+            children.setdefault(parent, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_all(process: subprocess.Popen) -> None:
+    """SIGKILL torchrun, every rank and their loader workers. torchrun starts each rank in a session
+    of its own, so killing torchrun's process group would leave the ranks training on."""
+    for pid in [process.pid, *_descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
 def _same_weights(run: Path, reference: Path) -> bool:
     mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
     theirs = torch.load(reference / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -135,8 +161,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_shards, ddp_reference
     process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for_mid_epoch_checkpoint(process, run, epoch=1)  # resumes into the second epoch
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
-    process.wait()
+    _kill_all(process)
     _resume(tiny_shards, run)
     assert _same_weights(run, ddp_reference[0])
 
@@ -152,7 +177,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly(tin
     try:
         out, err = process.communicate(timeout=120)  # a rank left waiting at a collective would hang here
     finally:
-        os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+        _kill_all(process) if process.poll() is None else None
     assert process.returncode != 0
     assert err.count("stopped by SIGTERM") == 1 and "--resume" in err  # rank 0 saved and said so
     stopped = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
@@ -186,3 +211,84 @@ def test_both_ranks_share_the_damage_check_and_agree(tiny_shards, tmp_path):
     assert int(row["train_samples"]) == manifest["splits"]["train"]["samples"] - lost == \
         manifest["splits"]["train"]["samples"] - int(row["lost_train_samples"])
     assert "ranks in sync: weights identical on all 2 ranks" in result.stderr
+
+
+# --- resuming on another layout (ranks x workers), with every sample seen once ---
+
+def _command(shards, ranks: int, *extra) -> list[str]:
+    """`trainer train` on `ranks` processes (torchrun for more than one), without its --out."""
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
+    return [sys.executable, *launch, "-m", "trainer", "train", str(shards), "--model", "cnn",
+            "--width", "0.25", "--epochs", "2", "--lr", "3e-3", "--checkpoint-every", "1", *extra]
+
+
+def _train_keys(shards: Path) -> list[str]:
+    stream = ShardStream(str(shards), shards_of(read_manifest(shards), "train"), 4, 1, seed=0, with_keys=True)
+    return sorted(k for batch in iter_batches(make_loader(stream, False, 2)) for k in batch["key"])
+
+
+def _logged(log: Path, epoch: int, before_step: int | None = None) -> list[str]:
+    """Keys trained on in `epoch` (by any rank), at steps of the epoch before `before_step`."""
+    keys = []
+    for line in log.read_text().splitlines():
+        e, step, _, key = line.split(" ", 3)
+        if int(e) == epoch and (before_step is None or int(step) < before_step):
+            keys.append(key)
+    return keys
+
+
+def _kill_mid_epoch_and_resume(shards, tmp_path, first: list[str], then: list[str]):
+    """Run `first`, SIGKILL it at a checkpoint inside its second epoch, resume with `then`; return
+    (the resumed result, keys the interrupted epoch trained on, metrics rows)."""
+    run, before, after = tmp_path / "run", tmp_path / "keys-before.log", tmp_path / "keys-after.log"
+    process = subprocess.Popen(first + ["--out", str(run)], cwd=REPO,
+                               env=dict(ENV, MELSHARD_KEY_LOG=str(before)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for_mid_epoch_checkpoint(process, run, epoch=1)
+    _kill_all(process)
+    from trainer.checkpoint import load_latest
+
+    position = load_latest(run)["position"]  # what --resume will continue from
+    epoch, done = position["epoch"], position["before"]["steps"] + position["steps"]
+    assert 0 < done, "killed at an epoch boundary; the test wants a mid-epoch position"
+    resumed = subprocess.run(then + ["--out", str(run), "--resume"], cwd=REPO,
+                             env=dict(ENV, MELSHARD_KEY_LOG=str(after)), capture_output=True, text=True, timeout=300,
+                             check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    seen = _logged(before, epoch, done) + _logged(after, epoch)
+    assert sorted(_logged(before, 0)) == _train_keys(shards)  # the first epoch, uninterrupted, saw each once
+    return resumed, seen, _metrics(run)
+
+
+def _smooth(rows, reference_rows) -> None:
+    """The schedule continues step for step, and the losses stay within the noise of uninterrupted
+    runs: on these shards, 2x1, 2x2, 1x1 and 1x2 layouts (global batch 8) end their epochs with
+    train losses up to 0.24 apart and validation losses up to 0.06 apart."""
+    for row, ref in zip(rows, reference_rows):
+        assert float(row["lr"]) == pytest.approx(float(ref["lr"]), rel=1e-6)
+        assert abs(float(row["train_loss"]) - float(ref["train_loss"])) < 0.3, (row, ref)
+        assert abs(float(row["val_loss"]) - float(ref["val_loss"])) < 0.1, (row, ref)
+
+
+def test_a_2x2_run_killed_mid_epoch_resumes_on_1x1_seeing_every_sample_once(tiny_shards, ddp_reference, tmp_path):
+    first = _command(tiny_shards, 2, "--batch-size", "4", "--num-workers", "2")
+    then = _command(tiny_shards, 1, "--num-workers", "1")  # the global batch of 8 is kept: 8 per process
+    resumed, seen, rows = _kill_mid_epoch_and_resume(tiny_shards, tmp_path, first, then)
+    assert sorted(seen) == _train_keys(tiny_shards)  # the interrupted epoch: every sample once
+    assert "resuming on 1 process(es) (trained on 2): batch 8 per process, global batch 8" in resumed.stderr
+    manifest = read_manifest(tiny_shards)
+    assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
+    assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]  # same steps
+    _smooth(rows, _metrics(ddp_reference[0]))
+
+
+def test_a_1x1_run_killed_mid_epoch_resumes_on_2x2_seeing_every_sample_once(tiny_shards, ddp_reference, tmp_path):
+    first = _command(tiny_shards, 1, "--batch-size", "8", "--num-workers", "1")
+    then = _command(tiny_shards, 2, "--num-workers", "2")  # 4 per process
+    resumed, seen, rows = _kill_mid_epoch_and_resume(tiny_shards, tmp_path, first, then)
+    assert sorted(seen) == _train_keys(tiny_shards)
+    assert "ranks in sync: weights identical on all 2 ranks" in resumed.stderr
+    manifest = read_manifest(tiny_shards)
+    assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
+    assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]
+    _smooth(rows, _metrics(ddp_reference[0]))
