@@ -174,14 +174,21 @@ class ShardStream(IterableDataset):
         order = list(range(len(self.shards)))
         if self.layout.shuffle_buffer:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()
-        segments, start = [], 0
-        for index in order:
+        segments, start, i = [], 0, 0
+        for index in order:  # both in global order: one pass over each
             shard = self.shards[index]
-            inside = [(max(a, start) - start, min(b, start + shard.samples) - start) for a, b in ranges
-                      if a < start + shard.samples and b > start]
+            stop = start + shard.samples
+            inside = []
+            while i < len(ranges) and ranges[i][0] < stop:
+                low, high = ranges[i]
+                if high > start:
+                    inside.append((max(low, start) - start, min(high, stop) - start))
+                if high > stop:
+                    break  # it goes on into the next shard
+                i += 1
             if inside:
                 segments.append((shard, inside))
-            start += shard.samples
+            start = stop
         return segments
 
     def _raw_samples(self, segments: list[tuple[Shard, plan.Ranges]]) -> Iterator[dict[str, Any]]:
