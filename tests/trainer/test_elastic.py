@@ -269,3 +269,27 @@ def test_the_schedule_is_stretched_over_the_steps_left(schedule):
         optimizer.step()
         s.scheduler.step()  # to the very end without running past the schedule
     assert s.scheduler.get_last_lr()[0] < 1e-5
+
+
+def test_an_older_checkpoints_position_resumes_at_an_epoch_boundary_and_is_refused_mid_epoch():
+    import types
+
+    import torch
+
+    from shared.config import TrainConfig
+    from trainer.elastic import restore_position
+    from trainer.setup import make_scheduler
+
+    shards = [Shard("a.tar", 20)]
+    stream = Synthetic("unused", shards, 4, 2, seed=7, shuffle_buffer=4)
+    cfg = TrainConfig(lr=1e-3, epochs=3)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    s = types.SimpleNamespace(cfg=cfg, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, 15),
+                              train_stream=stream, schedule_steps=15)
+    for _ in range(5):
+        s.scheduler.step()
+    old = {"epoch": 1, "step": 5, "train_config": {"lr": 1e-3}, "schedule_steps": 15}
+    restore_position(s, {**old, "position": {"epoch": 1, "consumed": [0, 0], "next_worker": 0}})
+    assert (stream.epoch, stream.steps_done, s.scheduler.last_epoch) == (1, 0, 5)
+    with pytest.raises(UsageError, match="older format"):
+        restore_position(s, {**old, "position": {"epoch": 1, "consumed": [2, 1], "next_worker": 1}})
