@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an --out made with a different config")
     parser.add_argument("--augment-copies", type=int, help="augmented copies per training clip (default 1)")
+    parser.add_argument("--segment", action="store_true", default=None,
+                        help="recordings longer than --duration become consecutive windows (all of the audio "
+                             "is used); without it they are cropped to their start")
     parser.add_argument("--balance-classes", action="store_true", default=None,
                         help="more augmented copies for smaller train classes, up to the largest class's count")
     parser.add_argument("--balance-cap", type=int, help="with --balance-classes: most copies per clip (default 10)")
@@ -67,6 +70,9 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     data: dict[str, Any] = load_toml(args.config) if args.config else {}
     data.setdefault("audio", {})
     data.setdefault("augment", {})
+    for key in ("segment", "segment_hop_s", "min_segment_s"):  # also accepted outside [audio]
+        if key in data:
+            data["audio"][key] = data.pop(key)
     given = {
         "src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs,
         "overwrite": args.overwrite, "seed": args.seed, "val_fraction": args.val_fraction,
@@ -78,6 +84,8 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
             data["audio"][key] = value
     if args.augment_copies is not None:
         data["augment"]["copies"] = args.augment_copies
+    if args.segment is not None:
+        data["audio"]["segment"] = args.segment
     if args.balance_classes is not None:
         data["augment"]["balance_classes"] = args.balance_classes
     if args.balance_cap is not None:

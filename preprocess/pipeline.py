@@ -277,7 +277,10 @@ def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: Prepro
         "format": FORMAT, **config_fields(cfg), "labels": labels,
         "splits": {name: splits[name] for name in SPLITS if name in splits},
         "stats": _stats(records, cfg.audio.n_mels),
-        "inputs": {"total": total, "written": written, "rejected": rejected},
+        "inputs": {"total": total, "written": written, "rejected": rejected,
+                   # clips longer than duration_s, cropped to it (without audio.segment), and the audio dropped
+                   "cropped": sum(r.get("cropped", 0) for r in records),
+                   "cropped_s": round(sum(r.get("cropped_s", 0.0) for r in records), 3)},
     }
 
 

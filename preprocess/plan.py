@@ -77,7 +77,12 @@ def copy_key(key: str, copy: int) -> str:
     return key if copy == 0 else f"{key}_aug{copy}"
 
 
-def assign_keys(clips: list[Clip], copies: dict[str, int]) -> dict[str, str]:
+# With --segment, a recording's windows after the first are KEY_segN (and KEY_segN_augM): a key
+# of that shape could meet another recording's window, so it gets a hash too.
+_WINDOW_LIKE = re.compile(r"_seg\d+(_aug\d+)?$")
+
+
+def assign_keys(clips: list[Clip], copies: dict[str, int], segmented: bool = False) -> dict[str, str]:
     """Unique keys for all clips (and their copies); clashes get a hash of the path appended."""
     base = {clip.path: sanitize_key(("test/" if clip.split == "test" else "") + clip.rel)
             for clip in clips}
@@ -89,7 +94,7 @@ def assign_keys(clips: list[Clip], copies: dict[str, int]) -> dict[str, str]:
     for clip in clips:
         key = base[clip.path]
         family = (copy_key(key, c) for c in range(1 + copies[clip.path]))
-        if any(len(owners[k]) > 1 for k in family):
+        if any(len(owners[k]) > 1 for k in family) or (segmented and _WINDOW_LIKE.search(key)):
             key = f"{key}_{_short_hash(clip.rel + chr(0) + (clip.split or ''))}"
         keys[clip.path] = key
     return keys
@@ -127,7 +132,7 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
     """
     index = {name: i for i, name in enumerate(labels)}
     copies = augment_copies(clips, cfg)
-    keys = assign_keys(clips, copies)
+    keys = assign_keys(clips, copies, cfg.audio.segment)
     jobs: list[ShardJob] = []
     for split_id, split in enumerate(SPLITS):
         members = sorted((c for c in clips if c.split == split), key=lambda c: keys[c.path])

@@ -89,3 +89,8 @@ def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, j
         rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} jobs"
     console.print(f"{inputs['total']} inputs: {inputs['written']} written, {inputs['rejected']} "
                   f"rejected; {samples} samples in {seconds:.1f} s ({rate})")
+    if inputs.get("cropped"):
+        seconds_per_clip = manifest["audio"]["duration_s"]
+        console.print(f"cropped: {inputs['cropped']} clips were longer than {seconds_per_clip} s and lost "
+                      f"{inputs['cropped_s']:.1f} s of audio to the crop; pass --segment to use whole recordings "
+                      "as consecutive windows")

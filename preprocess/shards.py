@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from preprocess.augment import make_augmentation
 from preprocess.output import output
 from preprocess.plan import Item, ShardJob, copy_key, job_fingerprint
 from shared.atomic import json_bytes
-from shared.audio import AudioError, clip_to_mel, load_clip
+from shared.audio import AudioError, clip_to_mel, cropped_seconds, load_clip, windows
 from shared.config import PreprocessConfig
 from shared.runtime import limit_threads, tune_allocator
 
@@ -51,15 +52,42 @@ def _npy_bytes(mel: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _item_samples(item: Item, cfg: PreprocessConfig) -> list[tuple[str, str | None, np.ndarray, float]]:
-    """(key, augment name, mel, seconds before padding) for a clip and its copies."""
-    y = load_clip(item.path, cfg.audio)
-    samples = [(item.key, None, clip_to_mel(y, cfg.audio), y.size / cfg.audio.sr)]
-    for copy in range(1, item.copies + 1):
-        key = copy_key(item.key, copy)
-        name, augment = make_augmentation(cfg.augment, cfg.audio.sr, cfg.seed, item.key, copy)
-        samples.append((key, name, clip_to_mel(y, cfg.audio, augment), y.size / cfg.audio.sr))
-    return samples
+@dataclass(frozen=True)
+class Made:
+    """One sample made from an input: a clip (or a window of it) or an augmented copy."""
+
+    key: str
+    copy: int
+    augment: str | None
+    mel: np.ndarray
+    seconds: float  # before padding
+    window: tuple[int, float] | None  # (segment index, offset in seconds) with --segment
+
+
+def segment_key(key: str, index: int) -> str:
+    """The key of window `index` of a recording: the first window keeps the recording's key."""
+    return key if index == 0 else f"{key}_seg{index}"
+
+
+def _item_samples(item: Item, cfg: PreprocessConfig) -> tuple[list[Made], float]:
+    """The samples of a clip (each window of it with `audio.segment`) and its copies, and the
+    seconds that cropping dropped. Built whole before any is written: an input that fails
+    halfway leaves no sample behind."""
+    audio = cfg.audio
+    if audio.segment:
+        clips = [(segment_key(item.key, i), (i, offset), y) for i, (offset, y) in enumerate(windows(item.path, audio))]
+        dropped = 0.0
+    else:
+        y = load_clip(item.path, audio)
+        clips, dropped = [(item.key, None, y)], cropped_seconds(item.path, y, audio)
+    made = []
+    for key, window, y in clips:
+        made.append(Made(key, 0, None, clip_to_mel(y, audio), y.size / audio.sr, window))
+        for copy in range(1, item.copies + 1):
+            name, augment = make_augmentation(cfg.augment, audio.sr, cfg.seed, key, copy)
+            made.append(Made(copy_key(key, copy), copy, name, clip_to_mel(y, audio, augment), y.size / audio.sr,
+                             window))
+    return made, dropped
 
 
 def journal_name(name: str) -> str:
@@ -67,13 +95,16 @@ def journal_name(name: str) -> str:
     return f"{JOURNAL}/done/{name}.json"
 
 
-def _sample(item: Item, copy: int, key: str, augment: str | None, mel: np.ndarray, seconds: float) -> dict:
+def _sample(item: Item, made: Made) -> dict:
     """A WebDataset sample: `KEY.mel.npy`, `KEY.json` and, when labeled, `KEY.cls`."""
-    meta = {"path": item.rel, "label": item.label, "copy": copy, "augment": augment,
-            "duration_s": round(seconds, 4)}
+    meta = {"path": item.rel, "label": item.label, "copy": made.copy, "augment": made.augment,
+            "duration_s": round(made.seconds, 4)}
     if item.group is not None:
         meta["group"] = item.group
-    sample = {"__key__": key, "mel.npy": _npy_bytes(mel), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    if made.window is not None:
+        meta["segment"], meta["offset_s"] = made.window[0], round(made.window[1], 4)
+    sample = {"__key__": made.key, "mel.npy": _npy_bytes(made.mel),
+              "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
     if item.cls is not None:
         sample["cls"] = str(item.cls).encode("ascii")
     return sample
@@ -107,24 +138,27 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
     stats = _BandStats(cfg.audio.n_mels)
     per_class: dict[str, int] = {}
     errors: list[list[str]] = []
-    clips = samples_written = 0
+    clips = samples_written = cropped = 0
+    cropped_s = 0.0
     with target.open_shard(job.name) as handle:
         hashed = _HashingWriter(handle)
         with wds.TarWriter(hashed, encoder=False, mtime=TAR_MTIME) as sink:
             for item in job.items:
                 try:
-                    samples = _item_samples(item, cfg)
+                    samples, dropped = _item_samples(item, cfg)
                 except AudioError as exc:
                     errors.append([item.rel, "decode", exc.reason, exc.detail])
                     continue
                 except Exception as exc:  # noqa: BLE001 - no input may vanish silently
                     errors.append([item.rel, "features", "error", f"{type(exc).__name__}: {exc}"])
                     continue
-                for copy, (key, augment, mel, seconds) in enumerate(samples):
-                    sink.write(_sample(item, copy, key, augment, mel, seconds))
+                for made in samples:
+                    sink.write(_sample(item, made))
                     if job.split == "train":
-                        stats.add(mel)
+                        stats.add(made.mel)
                 clips += 1
+                cropped += dropped > 0
+                cropped_s += dropped
                 samples_written += len(samples)
                 if item.label is not None:
                     per_class[item.label] = per_class.get(item.label, 0) + len(samples)
@@ -132,6 +166,7 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
         "name": job.name, "split": job.split, "fingerprint": job_fingerprint(job, cfg),
         "samples": samples_written, "clips": clips, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
         "per_class": dict(sorted(per_class.items())), "errors": errors, "stats": stats.to_dict(),
+        "cropped": cropped, "cropped_s": round(cropped_s, 3),
     }
     target.write(journal_name(job.name), json_bytes(record))
     return record

@@ -13,10 +13,11 @@ it to librosa's `melspectrogram` + `power_to_db` within 1e-3 dB.
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 import struct
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | AV_EXTENSIONS
 # The crop keeps only the start of a (trimmed) clip, so decoding hours of audio would only cost
 # memory. Reading stops after this many seconds (or 4 clip lengths, if longer).
 MAX_DECODE_S = 60.0
+MAX_STREAM_S = 4 * 3600.0  # a segmented recording through the ffmpeg executable (the rare fallback)
 _BLOCK_FRAMES = 1 << 20  # most clips decode in one read; long ones in bounded blocks
 _AMIN = 1e-10  # power floor before log10, as librosa.power_to_db
 
@@ -102,23 +104,39 @@ _INTEGER_READS = {"PCM_16": ("int16", 1.0 / 32768), "PCM_24": ("int32", 1.0 / 2*
                   "PCM_U8": ("int32", 1.0 / 2**31)}
 
 
-def _read_soundfile(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+Blocks = Iterator[tuple[int, np.ndarray]]  # (the file's sample rate, mono float32 samples)
+
+
+def _soundfile_blocks(path: Path) -> Blocks:
     """Decode with libsndfile block by block, mixing to mono as it goes (bounded memory)."""
     with sf.SoundFile(str(path)) as handle:
         rate = handle.samplerate
         dtype, scale = _INTEGER_READS.get(handle.subtype, ("float32", None))
-        limit = max_frames_at(rate)
-        parts = []
-        read = 0
-        while read < limit:
-            block = handle.read(min(_BLOCK_FRAMES, limit - read), dtype=dtype, always_2d=True)
-            if not len(block):
-                break
+        while len(block := handle.read(_BLOCK_FRAMES, dtype=dtype, always_2d=True)):
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-            parts.append(mono.astype(np.float32) * np.float32(scale) if scale else mono)
-            read += len(block)
+            yield rate, (mono.astype(np.float32) * np.float32(scale) if scale else mono)
+
+
+def _take(blocks: Blocks, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    """The first `max_frames_at(rate)` samples of `blocks`, and the rate; the rest is never decoded."""
+    parts: list[np.ndarray] = []
+    rate = read = 0
+    limit = None
+    try:
+        for rate, block in blocks:
+            limit = max_frames_at(rate) if limit is None else limit
+            parts.append(block[: limit - read])
+            read += parts[-1].size
+            if read >= limit:
+                break
+    finally:
+        blocks.close()  # closes the file now, not when the generator is collected
     y = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, np.float32)
     return y, rate
+
+
+def _read_soundfile(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    return _take(_soundfile_blocks(path), max_frames_at)
 
 
 class _CannotOpen(AudioError):
@@ -157,11 +175,11 @@ def _frame_to_mono(frame) -> np.ndarray:
     return mono * np.float32(scale) if scale else mono
 
 
-def _read_av(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream with PyAV frame by frame, mixing to mono as it goes and
-    stopping once `max_frames_at(rate)` samples are in hand (bounded memory for hour-long files).
+def _av_blocks(path: Path) -> Blocks:
+    """Decode the first audio stream with PyAV frame by frame, mixing to mono as it goes.
 
-    Returns (samples, rate). Raises AudioError("undecodable") for anything FFmpeg rejects.
+    Raises _CannotOpen when FFmpeg cannot open the file or has no decoder for it, and
+    AudioError("undecodable") for anything else FFmpeg rejects.
     """
     import av  # here, not at the top: a corpus of WAV files never pays for loading FFmpeg
 
@@ -175,29 +193,27 @@ def _read_av(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarra
         if not container.streams.audio:
             raise AudioError("undecodable", f"no audio stream in the {container.format.name} container")
         stream = container.streams.audio[0]
-        parts: list[np.ndarray] = []
-        rate = limit = read = 0
         try:
             stream.codec_context.open(strict=False)  # a codec the wheel has no decoder for fails here
         except (av.FFmpegError, ValueError) as exc:
             raise _CannotOpen("undecodable", f"av: no decoder for {stream.codec_context.name}: "
                                              f"{_one_line(exc)}") from None
+        rate = 0
         try:
             for frame in container.decode(stream):
                 if not rate:
-                    rate, limit = frame.sample_rate, max_frames_at(frame.sample_rate)
+                    rate = frame.sample_rate
                 elif frame.sample_rate != rate:
                     raise AudioError("undecodable", f"the sample rate changes from {rate} to "
                                                     f"{frame.sample_rate} Hz mid-stream")
-                mono = _frame_to_mono(frame)[: limit - read]
-                parts.append(mono)
-                read += mono.size
-                if read >= limit:
-                    break  # the rest of the file is never demuxed nor decoded
+                yield rate, _frame_to_mono(frame)
         except (av.FFmpegError, ValueError, OSError) as exc:
             raise AudioError("undecodable", f"av ({stream.codec_context.name}): {_one_line(exc)}") from None
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return y, rate or stream.codec_context.sample_rate
+
+
+def _read_av(path: Path, max_frames_at: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    """PyAV's decoding of the first `max_frames_at(rate)` samples (the rest is never demuxed)."""
+    return _take(_av_blocks(path), max_frames_at)
 
 
 def _read_ffmpeg(path: Path, sr: int, seconds: float) -> np.ndarray:
@@ -236,15 +252,9 @@ def _read_with_ffmpeg_libraries(path: Path, sr: int, max_seconds: float,
     return y, rate
 
 
-def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.ndarray:
-    """Decode a file to mono float32 at `sr`, reading at most `max_seconds` of it.
-
-    libsndfile reads its own formats; everything else (and any file libsndfile refuses) goes to
-    PyAV, in-process; the ffmpeg executable is tried only for a file PyAV cannot open, and only
-    if it is on PATH. Raises AudioError with reason unreadable, empty_file, truncated,
-    undecodable, no_audio or non_finite.
-    """
-    path = Path(path)
+def _checked(path: Path) -> str:
+    """The file's lower-case extension, once it is known to be readable, non-empty and (for a
+    WAV) not cut short."""
     try:
         size = path.stat().st_size
         with path.open("rb"):
@@ -254,10 +264,23 @@ def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.n
     if size == 0:
         raise AudioError("empty_file", "the file has 0 bytes")
     ext = path.suffix.lower()
+    problem = _wav_truncation(path, size) if ext in (".wav", ".wave") else None
+    if problem:
+        raise AudioError("truncated", problem)
+    return ext
+
+
+def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.ndarray:
+    """Decode a file to mono float32 at `sr`, reading at most `max_seconds` of it.
+
+    libsndfile reads its own formats; everything else (and any file libsndfile refuses) goes to
+    PyAV, in-process; the ffmpeg executable is tried only for a file PyAV cannot open, and only
+    if it is on PATH. Raises AudioError with reason unreadable, empty_file, truncated,
+    undecodable, no_audio or non_finite.
+    """
+    path = Path(path)
+    ext = _checked(path)
     if ext in SOUNDFILE_EXTENSIONS:
-        problem = _wav_truncation(path, size) if ext in (".wav", ".wave") else None
-        if problem:
-            raise AudioError("truncated", problem)
         try:
             y, rate = _read_soundfile(path, lambda rate: int(rate * max_seconds))
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
@@ -311,14 +334,140 @@ def trim(y: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int
     return y[start:end]
 
 
+def decode_limit_s(cfg: AudioConfig) -> float:
+    """How much of a recording `load_clip` decodes: the crop keeps only the start anyway."""
+    return max(MAX_DECODE_S, 4 * cfg.duration_s)
+
+
 def load_clip(path: str | Path, cfg: AudioConfig) -> np.ndarray:
     """Decode, mix to mono, resample to `cfg.sr`, reject silence and trim: the un-padded clip."""
-    y = decode(path, cfg.sr, max(MAX_DECODE_S, 4 * cfg.duration_s))
+    return _trimmed(decode(path, cfg.sr, decode_limit_s(cfg)), cfg)
+
+
+def recording_seconds(path: str | Path) -> float | None:
+    """A recording's length from its header (libsndfile's frame count or the container's
+    duration), without decoding it; None when the file does not say."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        pass
+    try:
+        import av
+
+        with av.open(str(Path(path).absolute()), options={"protocol_whitelist": "file"}) as container:
+            return container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, ValueError, OSError):
+        return None
+
+
+def cropped_seconds(path: str | Path, y: np.ndarray, cfg: AudioConfig) -> float:
+    """Seconds of the trimmed clip `y` that padding/cropping to `duration_s` drops; for a
+    recording longer than what `load_clip` decodes, measured from the file's own length."""
+    if y.size <= cfg.n_samples:
+        return 0.0
+    seconds = y.size / cfg.sr
+    if seconds >= decode_limit_s(cfg) - 1.0:
+        seconds = max(seconds, recording_seconds(path) or seconds)
+    return seconds - cfg.duration_s
+
+
+def _trimmed(y: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     peak = float(np.abs(y).max())
     if peak <= 10.0 ** (cfg.silence_dbfs / 20.0):
         raise AudioError("silent", f"peak level {20 * np.log10(max(peak, 1e-12)):.1f} dBFS is below "
                                    f"audio.silence_dbfs = {cfg.silence_dbfs}")
     return trim(y, cfg.top_db)
+
+
+def _started(blocks: Blocks) -> Blocks:
+    """`blocks` run up to their first block, so that a file that cannot be opened fails here."""
+    first = next(blocks, None)
+    return itertools.chain([first] if first is not None else [], blocks)
+
+
+def decode_stream(path: str | Path, sr: int) -> Iterator[np.ndarray]:
+    """A whole recording as mono float32 blocks at `sr`, in bounded memory (about a second of
+    audio per block): the reader `decode` picks, resampled by one soxr stream, which gives the
+    same samples as resampling the whole array. Raises AudioError as `decode` does."""
+    path = Path(path)
+    ext = _checked(path)
+    blocks, tried = None, None
+    if ext in SOUNDFILE_EXTENSIONS:
+        try:
+            blocks = _started(_soundfile_blocks(path))
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            tried = f"soundfile: {_one_line(exc)}"
+    if blocks is None:
+        try:
+            blocks = _started(_av_blocks(path))
+        except _CannotOpen as exc:
+            if ffmpeg_path() is None:
+                raise AudioError("undecodable", f"{tried}; {exc.detail}" if tried else exc.detail) from None
+            blocks = iter([(sr, _read_ffmpeg(path, sr, MAX_STREAM_S))])
+    resampler, total = None, 0
+    try:
+        for rate, block in blocks:
+            if not np.isfinite(block.sum(dtype=np.float64)):
+                raise AudioError("non_finite", "the audio contains NaN or Inf samples")
+            if rate != sr:
+                resampler = resampler or soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+                block = resampler.resample_chunk(block)
+            total += block.size
+            if block.size:
+                yield block
+        if resampler is not None and total:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError("undecodable", f"soundfile: {_one_line(exc)}") from None
+    finally:
+        if hasattr(blocks, "close"):
+            blocks.close()
+    if total == 0:
+        raise AudioError("undecodable" if tried else "no_audio",
+                         f"{tried}; av: no audio frame decodes from it" if tried else "the file decodes to 0 samples")
+
+
+def windows(path: str | Path, cfg: AudioConfig) -> Iterator[tuple[float, np.ndarray]]:
+    """(offset in seconds, samples) of each window of a recording, for `cfg.segment`.
+
+    A recording no longer than `duration_s` is the one clip `load_clip` makes (trimmed), at
+    offset 0. A longer one is not trimmed: it becomes windows of `duration_s` every
+    `segment_hop_s`, the last one kept (to be padded) when at least `min_segment_s` long;
+    windows whose peak is below `silence_dbfs` are left out. Memory holds one window and one
+    decoded block, however long the recording.
+    """
+    n, hop, floor = cfg.n_samples, cfg.hop_samples, 10.0 ** (cfg.silence_dbfs / 20.0)
+    buffer, start = np.zeros(0, np.float32), 0  # buffer holds samples [start, start + len)
+    emitted = kept = 0
+    stream = decode_stream(path, cfg.sr)
+    for block in stream:
+        buffer = np.concatenate([buffer, block])
+        if start == 0 and buffer.size <= n:
+            continue  # still possibly a short clip
+        while buffer.size >= n:
+            window = buffer[:n]
+            emitted += 1
+            if float(np.abs(window).max()) > floor:
+                kept += 1
+                yield start / cfg.sr, window.copy()
+            buffer, start = buffer[hop:], start + hop
+    if start == 0 and emitted == 0:  # the whole recording fits one window: the clip as load_clip makes it
+        yield 0.0, _trimmed(buffer, cfg)
+        return
+    if buffer.size >= cfg.min_segment_samples and (emitted == 0 or buffer.size > n - hop):
+        emitted += 1
+        if float(np.abs(buffer).max()) > floor:
+            kept += 1
+            yield start / cfg.sr, buffer
+    if kept == 0:
+        raise AudioError("silent", f"every window's peak is below audio.silence_dbfs = {cfg.silence_dbfs}")
+
+
+def file_to_mels(path: str | Path, cfg: AudioConfig) -> list[tuple[float, np.ndarray]]:
+    """(offset in seconds, mel) of each window of a file with `cfg.segment`, else [(0, file_to_mel)]."""
+    if not cfg.segment:
+        return [(0.0, file_to_mel(path, cfg))]
+    return [(offset, clip_to_mel(y, cfg)) for offset, y in windows(path, cfg)]
 
 
 # ---------------------------------------------------------------------------------------------

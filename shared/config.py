@@ -53,6 +53,13 @@ class AudioConfig:
     db_range: float = 80.0  # clamp the log-mel to this many dB below its maximum; 0: no clamp
     db_reference: str = "full_scale"  # dB relative to 1.0 ("full_scale") or the clip's max ("clip_max")
     silence_dbfs: float = -80.0  # a clip whose peak is below this level is rejected as silent
+    # Long recordings: with `segment`, a recording longer than `duration_s` becomes consecutive
+    # windows of `duration_s`, `segment_hop_s` apart (0: `duration_s`, no overlap); a last window
+    # shorter than `min_segment_s` (at most `duration_s`) is dropped. Without it, a clip is
+    # cropped to its first `duration_s` (after trimming).
+    segment: bool = False
+    segment_hop_s: float = 0.0
+    min_segment_s: float = 1.0
 
     def __post_init__(self) -> None:
         _require(self.sr >= 1000, f"audio.sr must be at least 1000 Hz, got {self.sr}")
@@ -67,11 +74,23 @@ class AudioConfig:
         _require(self.db_range >= 0, "audio.db_range must be >= 0 (0 disables the clamp)")
         _require(self.db_reference in DB_REFERENCES,
                  f"audio.db_reference must be one of {', '.join(DB_REFERENCES)}")
+        _require(0 <= self.segment_hop_s <= 3600, "audio.segment_hop_s must be in [0, 3600] (0: duration_s)")
+        _require(self.min_segment_s >= 0, "audio.min_segment_s must be >= 0")
 
     @property
     def n_samples(self) -> int:
         """Length of every clip after padding or cropping."""
         return int(round(self.sr * self.duration_s))
+
+    @property
+    def hop_samples(self) -> int:
+        """Samples between the starts of consecutive windows of a segmented recording."""
+        return int(round(self.sr * self.segment_hop_s)) if self.segment_hop_s > 0 else self.n_samples
+
+    @property
+    def min_segment_samples(self) -> int:
+        """The shortest last window of a segmented recording that is kept (padded)."""
+        return max(1, int(round(self.sr * min(self.min_segment_s, self.duration_s))))
 
     @property
     def n_frames(self) -> int:
@@ -193,6 +212,7 @@ SCHEDULES = ("cosine", "onecycle")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_balanced_acc": "max"}
 CLASS_WEIGHTS = ("none", "balanced")
+AGGREGATES = ("mean", "max")  # how a segmented recording's windows combine at prediction
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.config import CLASS_WEIGHTS, EARLY_STOP_METRICS, TrainConfig, from_dict, load_toml
+from shared.config import AGGREGATES, CLASS_WEIGHTS, EARLY_STOP_METRICS, TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
+    predict.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
+                         help="how the windows of a segmented recording combine into its row (default mean)")
+    predict.add_argument("--windows", action="store_true", help="also write OUT.windows.csv, one row per window")
 
     evaluate = commands.add_parser("evaluate", help="score a run on labeled data and write RUN/report/")
     evaluate.add_argument("run", help="run folder with best.pt")
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--jobs", type=int, default=0)
+    evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
+                          help="how the windows of a segmented recording combine into its prediction")
     for command in (train, predict, evaluate):
         _bad_shard_option(command)
 
@@ -116,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             with main_process_interrupts():  # Ctrl-C: one line here, no worker tracebacks
                 return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
                                    args.probabilities, args.tta, args.allow_missing, args.device, args.jobs,
-                                   args.on_bad_shard)
+                                   args.on_bad_shard, args.aggregate, args.windows)
         if args.command == "evaluate":
+            from trainer.inference import by_file
             from trainer.predict import predict_any
             from trainer.report import evaluate
 
@@ -127,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    device=args.device, tta=False, jobs=args.jobs,
                                                    on_bad_shard=args.on_bad_shard)
                 where = f"{source} [{args.split}]" if args.shards else str(source)
-                evaluate(Path(args.run), predictor.labels, predicted, where)
+                files, windows = by_file(predicted, args.aggregate)
+                evaluate(Path(args.run), predictor.labels, files, where, windows=windows)
             print(f"wrote {Path(args.run) / 'report'}")
             return 0
         if args.command == "demo":

@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 
 from preprocess.sources import Rejection
-from shared.audio import AudioError, file_to_mel
-from shared.config import AudioConfig, from_dict
+from shared.audio import AudioError, file_to_mels
+from shared.config import AGGREGATES, AudioConfig, from_dict
 from shared.errors import UsageError
 from shared.manifest import read_manifest
 from shared.runtime import limit_threads, tune_allocator
@@ -28,7 +28,8 @@ from trainer.progress import FileProgress
 from trainer.setup import default_workers, pick_amp, pick_device
 
 TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
-CHUNK_FILES = 64  # raw audio files per worker task and per model batch
+CHUNK_FILES = 64  # raw audio files per worker task (8 with segmented recordings: many windows each)
+MODEL_BATCH = 256  # mels per forward pass
 READ_AHEAD = 2  # chunks per worker process computed ahead of the model
 T = TypeVar("T")
 
@@ -79,6 +80,29 @@ class Predicted:
     truth: list[str | None]  # label names where known
     groups: list[str | None]
     rejected: list[Rejection]
+    offsets: list[float | None] | None = None  # per row: the window's start (segmented recordings)
+
+
+def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predicted | None]:
+    """(one row per file, the per-window rows or None): the windows of a segmented recording
+    (rows sharing a path) combined by the mean of their probabilities, or by each class's
+    maximum renormalised to sum 1 (`how="max"`: a short event anywhere in a long recording)."""
+    if how not in AGGREGATES:
+        raise UsageError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
+    rows: dict[str, list[int]] = {}
+    for i, path in enumerate(predicted.paths):
+        rows.setdefault(path, []).append(i)
+    if len(rows) == len(predicted.paths):
+        return predicted, None
+    first = [members[0] for members in rows.values()]
+    if how == "mean":
+        probs = np.stack([predicted.probs[m].mean(axis=0) for m in rows.values()])
+    else:
+        peaks = np.stack([predicted.probs[m].max(axis=0) for m in rows.values()])
+        probs = peaks / peaks.sum(axis=1, keepdims=True)
+    files = Predicted(list(rows), probs, [predicted.truth[i] for i in first], [predicted.groups[i] for i in first],
+                      predicted.rejected)
+    return files, predicted
 
 
 def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "fail", batch_size: int = 64,
@@ -101,7 +125,7 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
     stream = ShardStream(str(folder), shards, batch_size, min(workers or default_workers(), len(shards)),
                          seed=0, with_keys=True)
     stream.start_epoch(0)
-    paths, probs, truth, groups = [], [], [], []
+    paths, probs, truth, groups, offsets = [], [], [], [], []
     for batch in iter_batches(make_loader(stream, p.device.type == "cuda", 2)):
         keep = [i for i, meta in enumerate(batch["meta"]) if meta.get("copy", 0) == 0]
         if not keep:
@@ -112,7 +136,9 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
             paths.append(meta["path"])
             truth.append(meta.get("label"))
             groups.append(meta.get("group"))
-    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, lost)
+            offsets.append(meta.get("offset_s"))
+    return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, lost,
+                     offsets)
 
 
 @dataclass(frozen=True)
@@ -125,14 +151,15 @@ class Failed:
     detail: str
 
 
-def _mels(paths: list[str], audio: AudioConfig) -> list[np.ndarray | Failed]:
-    """Worker: the features of a chunk of files, or why each one failed."""
+def _mels(paths: list[str], audio: AudioConfig) -> list[list[tuple[float, np.ndarray]] | Failed]:
+    """Worker: the features of a chunk of files ((offset, mel) per window: one for an unsegmented
+    config), or why each one failed."""
     tune_allocator()
     limit_threads()
-    results: list[np.ndarray | Failed] = []
+    results: list[list[tuple[float, np.ndarray]] | Failed] = []
     for path in paths:
         try:
-            results.append(file_to_mel(path, audio))
+            results.append(file_to_mels(path, audio))
         except AudioError as exc:
             results.append(Failed("decode", exc.reason, exc.detail))
         except Exception as exc:  # noqa: BLE001 - as in preprocessing: one file never stops the rest
@@ -171,24 +198,28 @@ def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | No
                   chunk_size: int = CHUNK_FILES, console: Console | None = None) -> Predicted:
     """Predict raw audio files `(absolute path, reported path, label, group)` in parallel, in
     chunks of `chunk_size` files (one batch of the model each); a progress bar on a terminal."""
+    chunk_size = min(chunk_size, 8) if p.audio.segment else chunk_size
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     features = in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks],
                             jobs or default_workers() + 1)
-    paths, probs, truth, groups, rejected = [], [], [], [], []
+    paths, probs, truth, groups, offsets, rejected = [], [], [], [], [], []
     with FileProgress(len(items), console, enabled=len(chunks) > 1) as progress:
-        for chunk, mels in zip(chunks, features):
-            good = [(item, mel) for item, mel in zip(chunk, mels) if not isinstance(mel, Failed)]
-            rejected += [Rejection(item[1], mel.stage, mel.reason, mel.detail)
-                         for item, mel in zip(chunk, mels) if isinstance(mel, Failed)]
-            if good:
-                probs.append(p.probabilities(torch.from_numpy(np.stack([m for _, m in good]))).numpy())
-                for item, _ in good:
+        for chunk, results in zip(chunks, features):
+            rejected += [Rejection(item[1], result.stage, result.reason, result.detail)
+                         for item, result in zip(chunk, results) if isinstance(result, Failed)]
+            rows = [(item, offset, mel) for item, result in zip(chunk, results) if not isinstance(result, Failed)
+                    for offset, mel in result]
+            for start in range(0, len(rows), MODEL_BATCH):  # a long recording's windows in bounded batches
+                batch = rows[start : start + MODEL_BATCH]
+                probs.append(p.probabilities(torch.from_numpy(np.stack([mel for _, _, mel in batch]))).numpy())
+                for item, offset, _ in batch:
                     paths.append(item[1])
                     truth.append(item[2])
                     groups.append(item[3])
+                    offsets.append(offset if p.audio.segment else None)
             progress.advance(len(chunk))
     return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups,
-                     rejected)
+                     rejected, offsets)
 
 
 def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:

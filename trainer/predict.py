@@ -3,7 +3,10 @@
 X is a shard folder (its `test` split, or `--split`) or raw audio (a folder or a CSV with a
 `path` column). The CSV has `filename,label` (plus one probability column per class with
 `--probabilities`), one row per input, sorted by filename. Inputs that cannot be decoded go to
-`<out>.errors.csv` and make the exit status 1, unless `--allow-missing`.
+`<out>.errors.csv` and make the exit status 1, unless `--allow-missing`. The windows of a
+segmented recording (`--segment` at preprocessing) give one row per file, their probabilities
+combined by `--aggregate` (mean or max); `--windows` also writes `<out>.windows.csv`, one row per
+window.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pandas as pd
 
 from shared.atomic import write_bytes
 from shared.manifest import MANIFEST
-from trainer.inference import Predicted, list_inputs, load_predictor, predict_files, predict_shards
+from trainer.inference import Predicted, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
 def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str, tta: bool, jobs: int,
@@ -29,7 +32,7 @@ def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str,
     items, rejected = list_inputs(source, labeled)
     predicted = predict_files(predictor, items, jobs)
     return predictor, Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
-                                rejected + predicted.rejected)
+                                rejected + predicted.rejected, predicted.offsets)
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -49,15 +52,33 @@ def write_submission(out: Path, labels: list[str], predicted: Predicted, probabi
     write_bytes(out, _csv_bytes(frame))
 
 
+def write_windows(out: Path, labels: list[str], windows: Predicted, probabilities: bool) -> None:
+    """One row per window of each segmented recording: filename, offset_s, label (+ probabilities)."""
+    frame = pd.DataFrame({"filename": windows.paths, "offset_s": windows.offsets,
+                          "label": [labels[i] for i in windows.probs.argmax(axis=1)]})
+    if probabilities:
+        for index, name in enumerate(labels):
+            frame[name] = np.round(windows.probs[:, index], 6)
+    write_bytes(out, _csv_bytes(frame.sort_values(["filename", "offset_s"], kind="stable")))
+
+
 def errors_path(out: Path) -> Path:
     return out.with_name(out.stem + ".errors.csv")
 
 
+def windows_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".windows.csv")
+
+
 def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: bool, tta: bool,
-                allow_missing: bool, device: str, jobs: int, on_bad_shard: str = "fail") -> int:
-    predictor, predicted = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs,
-                                       on_bad_shard=on_bad_shard)
+                allow_missing: bool, device: str, jobs: int, on_bad_shard: str = "fail", aggregate: str = "mean",
+                per_window: bool = False) -> int:
+    predictor, rows = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs,
+                                  on_bad_shard=on_bad_shard)
+    predicted, windows = by_file(rows, aggregate)
     write_submission(out, predictor.labels, predicted, probabilities)
+    if per_window:
+        write_windows(windows_path(out), predictor.labels, windows or rows, probabilities)
     errors = errors_path(out)
     if predicted.rejected:
         rows = pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],

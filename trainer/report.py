@@ -73,8 +73,10 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
     return True
 
 
-def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None) -> dict:
-    """Score labeled predictions and write RUN/report/."""
+def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None,
+             windows: Predicted | None = None) -> dict:
+    """Score labeled predictions (one per file) and write RUN/report/; with the per-window rows of
+    segmented recordings, their own accuracy goes beside the per-file figures."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
     if not predicted.paths and predicted.rejected:
         raise DataError(f"nothing in {source} could be evaluated: {len(predicted.rejected)} inputs failed "
@@ -96,6 +98,11 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
                "accuracy": float(accuracy_score(y_true, y_pred)),
                "macro_f1": macro_f1(y_true, y_pred, len(labels)),
                "balanced_accuracy": balanced_accuracy(y_true, y_pred)}
+    if windows is not None:
+        index_of = {name: i for i, name in enumerate(labels)}
+        scored = [i for i, t in enumerate(windows.truth) if t in index_of]
+        hits = [windows.probs[i].argmax() == index_of[windows.truth[i]] for i in scored]
+        metrics["windows"] = {"samples": len(scored), "accuracy": float(np.mean(hits)) if hits else float("nan")}
     baseline = majority_baseline(y_true, len(labels))
     metrics["majority_baseline"] = {"class": labels[baseline.pop("class_index")], **baseline}
     table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in ("precision", "recall", "f1-score", "support")}}

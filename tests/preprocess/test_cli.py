@@ -45,7 +45,9 @@ def test_a_corpus_becomes_shards_readable_by_stock_webdataset_and_tar(tmp_path, 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "melshard/1"
     assert manifest["labels"] == ["high", "low", "mid"]
-    assert manifest["inputs"] == {"total": 27, "written": 27, "rejected": 0}
+    inputs = manifest["inputs"]
+    assert {k: inputs[k] for k in ("total", "written", "rejected")} == {"total": 27, "written": 27, "rejected": 0}
+    assert 0 < inputs["cropped"] <= 27 and inputs["cropped_s"] > 0  # clips up to 1.8 s, cropped to 0.5 s
     assert manifest["audio"]["sr"] == 8000 and manifest["seed"] == 42
     splits = manifest["splits"]
     assert splits["train"]["samples"] == 2 * splits["train"]["clips"]  # one augmented copy each

@@ -182,8 +182,9 @@ def test_preprocess_sends_each_rejection_back_from_its_shard_worker(corpus, tmp_
     _one_row_each(errors, corpus["bad"])
     assert set(errors["stage"]) == {"decode"}
     manifest = read_manifest(out)
-    assert manifest["inputs"] == {"total": len(corpus["good"]) + len(corpus["bad"]),
-                                  "written": len(corpus["good"]), "rejected": len(corpus["bad"])}
+    counts = {k: manifest["inputs"][k] for k in ("total", "written", "rejected")}
+    assert counts == {"total": len(corpus["good"]) + len(corpus["bad"]), "written": len(corpus["good"]),
+                      "rejected": len(corpus["bad"])}
     assert sum(len(split["shards"]) for split in manifest["splits"].values()) >= 3 * 2
 
 
