@@ -1,8 +1,10 @@
 """A corpus shaped like real phone uploads, end to end through the public commands.
 
-Nested folders, UUID-like names with dots, relative paths of 150-250 characters, a CSV with
-absolute paths, an unlabeled test folder named the same way: every sample written is read
-back by training, evaluation, prediction and `inspect`.
+Nested folders, UUID-like names with dots, relative paths of 150-250 characters, the formats
+phones upload (3gp with AMR-NB, caf with ALAC, m4a with AAC, besides wav), a CSV with absolute
+paths, an unlabeled test folder named the same way: every sample written is read back by
+training, evaluation, prediction from shards and from the raw files, and `inspect`; nothing
+needs a system ffmpeg.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import soundfile as sf
 
 from preprocess.plan import MAX_KEY
 from shared.manifest import read_manifest
+from bench.decode_formats import ENCODED, write_encoded
 from shared.shardio import iter_samples
 from tests.audio_fixtures import run_module, tone
 
@@ -37,25 +40,33 @@ n_mels = 32
 FAST = ["--model", "cnn", "--width", "0.25", "--batch-size", "4", "--num-workers", "2", "--epochs", "1"]
 
 
-def upload_name(rng: np.random.Generator, label: str, length: int) -> str:
-    """`bucket/<folders>/<uuid>-<ms>-1.7-f-26-<label>.wav`, padded by folders to `length` characters."""
+EXTENSIONS = (".3gp", ".caf", ".m4a", ".wav")
+
+
+def upload_name(rng: np.random.Generator, label: str, length: int, extension: str) -> str:
+    """`bucket/<folders>/<uuid>-<ms>-1.7-f-26-<label><extension>`, padded by folders to `length` characters."""
     ident = uuid.UUID(bytes=rng.bytes(16), version=4)
     leaf = f"{ident}-{int(rng.integers(1e12, 2e12))}-1.7-{'fm'[int(rng.integers(2))]}-26-{label}"
     head = "donateacry-android-upload-bucket/"
     folders = ""
     while len(head + folders + leaf) + 4 < length:
         folders += f"{rng.bytes(8).hex()}.d/"[: length - len(head + folders + leaf) - 4] + "/"
-    return (head + folders + leaf).replace("//", "/") + ".wav"
+    return (head + folders + leaf).replace("//", "/") + extension
 
 
 def write_uploads(root: Path, count: int, rng: np.random.Generator, labeled: bool) -> list[tuple[Path, str]]:
     written = []
     for i in range(count):
         label = LABELS[i % len(LABELS)]
-        rel = upload_name(rng, label, int(rng.integers(150, 251)))
+        extension = EXTENSIONS[(i // len(LABELS)) % len(EXTENSIONS)]
+        rel = upload_name(rng, label, int(rng.integers(150, 251)), extension)
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, tone(label, rng, 16000), 16000, subtype="PCM_16")
+        if extension == ".wav":
+            sf.write(path, tone(label, rng, 16000), 16000, subtype="PCM_16")
+        else:
+            codec, rate, _ = ENCODED[extension]
+            write_encoded(path, tone(label, rng, 16000), 16000, codec, rate)
         written.append((path, label if labeled else ""))
     return written
 
@@ -81,6 +92,7 @@ def uploads(tmp_path_factory):
 def test_every_upload_is_a_sample_with_its_full_path(uploads):
     manifest = read_manifest(uploads["shards"])
     assert manifest["inputs"]["rejected"] == 0
+    assert {p.suffix for p, _ in uploads["clips"]} == set(EXTENSIONS)
     lengths = [len(str(p.relative_to(uploads["root"] / "corpus"))) for p, _ in uploads["clips"]]
     assert min(lengths) >= 150 and max(lengths) <= 250
     seen = {}
