@@ -74,12 +74,12 @@ def _item_samples(item: Item, cfg: PreprocessConfig) -> tuple[list[Made], float]
     seconds that cropping dropped. Built whole before any is written: an input that fails
     halfway leaves no sample behind."""
     audio = cfg.audio
-    if audio.segment:
-        clips = [(segment_key(item.key, i), (i, offset), y) for i, (offset, y) in enumerate(windows(item.path, audio))]
+    if audio.segment:  # a generator: one window's audio in memory at a time, only the mels are kept
+        clips = ((segment_key(item.key, i), (i, offset), y) for i, (offset, y) in enumerate(windows(item.path, audio)))
         dropped = 0.0
     else:
         y = load_clip(item.path, audio)
-        clips, dropped = [(item.key, None, y)], cropped_seconds(item.path, y, audio)
+        clips, dropped = iter([(item.key, None, y)]), cropped_seconds(item.path, y, audio)
     made = []
     for key, window, y in clips:
         made.append(Made(key, 0, None, clip_to_mel(y, audio), y.size / audio.sr, window))
