@@ -40,6 +40,14 @@ def make_corpus(root: Path, per_class: int = 6, labels=("low", "mid", "high"), s
     return root
 
 
+def write_tiny_config(path: Path, duration_s: float = 1.0, head: str = "") -> Path:
+    """A preprocess TOML with the tests' small features (8 kHz, 32 mels, 64-sample hop);
+    `head` adds top-level keys (e.g. "val_fraction = 0.25")."""
+    path.write_text(f"{head}\n[audio]\nsr = 8000\nduration_s = {duration_s}\nn_fft = 256\nhop_length = 64\n"
+                    "n_mels = 32\n")
+    return path
+
+
 def write_truncated_wav(path: Path, sr: int = 16000) -> None:
     """A WAV whose header claims more audio than the file holds (a cut-off download)."""
     sf.write(path, np.zeros(sr, np.float32) + 0.1, sr, subtype="PCM_16")

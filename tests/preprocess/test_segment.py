@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ import soundfile as sf
 from shared.audio import load_clip, windows
 from shared.config import AudioConfig
 from shared.shardio import iter_samples
-from tests.audio_fixtures import CLASS_HZ, run_module
+from tests.audio_fixtures import CLASS_HZ, run_module, write_tiny_config
 
 SR = 8000
 
@@ -75,14 +74,6 @@ def test_a_20_minute_recording_is_windowed_in_bounded_memory(tmp_path):
 # --- end to end: only the middle of each recording says what it is -------------------------
 
 LABELS = ("low", "mid", "high")
-CONFIG = """
-[audio]
-sr = 8000
-duration_s = 1.0
-n_fft = 256
-hop_length = 64
-n_mels = 32
-"""
 TRAIN = ["--model", "cnn", "--width", "0.25", "--batch-size", "16", "--num-workers", "1", "--epochs", "4",
          "--lr", "3e-3", "--mixup-p", "0", "--seed", "3"]
 
@@ -103,7 +94,7 @@ def middles(tmp_path_factory):
         (root / "corpus" / label).mkdir(parents=True)
         for i in range(10):
             sf.write(root / "corpus" / label / f"{label}{i}.wav", _recording(label, rng), SR, subtype="PCM_16")
-    (root / "audio.toml").write_text(CONFIG)
+    write_tiny_config(root / "audio.toml")
     found = {}
     for name, extra in (("cropped", []), ("segmented", ["--segment"])):
         shards, run = root / f"shards-{name}", root / f"run-{name}"

@@ -22,21 +22,11 @@ from preprocess.plan import MAX_KEY
 from shared.manifest import read_manifest
 from bench.decode_formats import ENCODED, write_encoded
 from shared.shardio import iter_samples
-from tests.audio_fixtures import run_module, tone
+from tests.audio_fixtures import run_module, tone, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
 LABELS = ("low", "mid", "high")
-CONFIG = """
-val_fraction = 0.25
-shard_size = 6
-[audio]
-sr = 8000
-duration_s = 1.0
-n_fft = 256
-hop_length = 64
-n_mels = 32
-"""
 FAST = ["--model", "cnn", "--width", "0.25", "--batch-size", "4", "--num-workers", "2", "--epochs", "1"]
 
 
@@ -81,7 +71,7 @@ def uploads(tmp_path_factory):
     lists.mkdir()
     pd.DataFrame({"path": [str(p) for p, _ in clips], "label": [label for _, label in clips]}).to_csv(
         lists / "train.csv", index=False)
-    (root / "preprocess.toml").write_text(CONFIG)
+    write_tiny_config(root / "preprocess.toml", head="val_fraction = 0.25\nshard_size = 6")
     out = root / "shards"
     result = run_module("preprocess", str(lists / "train.csv"), "--test", str(root / "test"), "--out", str(out),
                         "--config", str(root / "preprocess.toml"), "--jobs", "2")

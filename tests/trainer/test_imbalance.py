@@ -14,20 +14,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tests.audio_fixtures import run_module, tone
+from tests.audio_fixtures import run_module, tone, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
 COUNTS = {"low": 120, "mid": 3, "high": 3}
 FEATURES = ["--augment-copies", "0", "--jobs", "1"]
-AUDIO = """
-[audio]
-sr = 8000
-duration_s = 0.5
-n_fft = 256
-hop_length = 64
-n_mels = 32
-"""
 TRAIN = ["--model", "cnn", "--width", "0.25", "--batch-size", "16", "--num-workers", "1", "--epochs", "3",
          "--lr", "3e-3", "--mixup-p", "0", "--seed", "1"]
 
@@ -57,7 +49,7 @@ def _evaluate(run: Path, shards: Path) -> dict:
 def outcomes(tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("imbalance")
     listing = _corpus(root / "corpus")
-    (root / "audio.toml").write_text(AUDIO)
+    write_tiny_config(root / "audio.toml", duration_s=0.5)
     plain, balanced = root / "plain", root / "balanced"
     for out, extra in ((plain, []), (balanced, ["--balance-classes", "--balance-cap", "40"])):
         result = run_module("preprocess", str(listing), "--out", str(out), "--config", str(root / "audio.toml"),
