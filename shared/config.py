@@ -241,6 +241,14 @@ class TrainConfig:
     freq_mask_width: int = 8  # ... each at most this many mel bands wide
     time_masks: int = 0  # SpecAugment: time masks per training sample
     time_mask_width: int = 16  # ... each at most this many frames wide
+    # Log-mel augmentations drawn fresh every step (trainer/augment.py); every one off by default.
+    train_frames: int = 0  # train on random crops this many frames long (centre crop to predict); 0: stored length
+    shift_frames: int = 0  # time shift of up to this many frames either way, the clip's floor filling in
+    stretch: tuple[float, float] = (1.0, 1.0)  # time stretch factor range (> 1 slower); (1, 1): off
+    warp: tuple[float, float] = (1.0, 1.0)  # frequency warp f -> alpha f, alpha range; (1, 1): off
+    noise_p: float = 0.0  # share of clips given white or pink noise ...
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)  # ... at an SNR drawn from this range
+    ema_decay: float = 0.0  # exponential moving average of the weights for validation and predict; 0: off
     early_stop_metric: str = "val_loss"  # val_loss, val_acc, val_f1 or val_balanced_acc
     patience: int = 10  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
@@ -270,6 +278,14 @@ class TrainConfig:
         _require(0 <= self.eq_db <= 40, "eq_db must be in [0, 40] dB")
         _require(min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) >= 0,
                  "SpecAugment mask counts and widths must be >= 0")
+        for name in ("stretch", "warp", "noise_snr_db"):  # lists from JSON or to_dict become tuples again
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _require(self.train_frames >= 0 and self.shift_frames >= 0, "train_frames and shift_frames must be >= 0")
+        _check_range("stretch", self.stretch, 0.5, 2.0)
+        _check_range("warp", self.warp, 0.5, 2.0)
+        _require(0 <= self.noise_p <= 1, "noise_p must be in [0, 1]")
+        _check_range("noise_snr_db", self.noise_snr_db, -20.0, 100.0)
+        _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1) (0 disables weight averaging)")
         _require(self.early_stop_metric in EARLY_STOP_METRICS,
                  f"early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}")
         _require(self.patience >= 1 and self.min_delta >= 0, "patience >= 1 and min_delta >= 0")

@@ -34,6 +34,8 @@ TRAIN_OPTIONS = {
     "--schedule": dict(choices=["cosine", "onecycle"], help="LR schedule (default cosine)"),
     "--amp": dict(choices=["auto", "off", "bf16", "fp16"], help="mixed precision (default auto: on for CUDA)"),
     "--mixup-p": dict(type=float, help="probability of mixing a batch (default 0.5)"),
+    "--ema-decay": dict(type=float, help="keep an exponential moving average of the weights with this decay "
+                                         "(e.g. 0.999) for validation, best.pt and predict (default 0: off)"),
     "--patience": dict(type=int, help="early-stopping patience in epochs (default 10)"),
     "--early-stop-metric": dict(choices=list(EARLY_STOP_METRICS), help="default val_loss"),
     "--class-weights": dict(choices=list(CLASS_WEIGHTS), help="cross-entropy class weights: none (default) or "

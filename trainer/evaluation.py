@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch.nn import functional as F
 
+from trainer.augment import centre_crop
 from trainer.data import iter_batches
 
 
@@ -49,14 +50,15 @@ def majority_baseline(y_true: np.ndarray, n_classes: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_batches(session: Any, loader) -> Evaluation:
-    """Evaluate `session.model` on labeled batches; never mixes, never augments."""
-    # Under DDP, the bare module: scoring needs no gradient sync, and no rank waits on another.
-    model = session.raw_model if session.world.distributed else session.model
+def evaluate_batches(session: Any, loader, model: torch.nn.Module | None = None) -> Evaluation:
+    """Evaluate `model` (default `session.model`) on labeled batches; never mixes, never augments,
+    and takes the centre `train_frames` of each clip (the view prediction takes too)."""
+    if model is None:  # under DDP, the bare module: scoring needs no gradient sync, no rank waits on another
+        model = session.raw_model if session.world.distributed else session.model
     model.eval()
     total, truths, preds = 0.0, [], []
     for batch in iter_batches(loader):
-        x = session.normalise(batch["mel"].to(session.device, non_blocking=True))
+        x = session.normalise(centre_crop(batch["mel"], session.cfg.train_frames).to(session.device, non_blocking=True))
         y = batch["label"].to(session.device, non_blocking=True)
         with torch.autocast(session.device.type, dtype=session.amp_dtype, enabled=session.amp_dtype is not None):
             logits = model(x)

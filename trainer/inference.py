@@ -22,6 +22,7 @@ from shared.errors import UsageError
 from shared.manifest import read_manifest
 from shared.runtime import limit_threads, tune_allocator
 from trainer import checkpoint
+from trainer.augment import centre_crop
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
 from trainer.models import build_model
 from trainer.progress import FileProgress
@@ -43,11 +44,12 @@ class Predictor:
     device: torch.device
     amp_dtype: torch.dtype | None
     tta: bool = False
+    frames: int = 0  # the training crop (`train_frames`): predict on the centre this long; 0: all
 
     @torch.no_grad()
     def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
         """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with TTA)."""
-        x = self.norm(mel)
+        x = self.norm(centre_crop(mel, self.frames))
         shifts = TTA_SHIFTS if self.tta else (0.0,)
         total = None
         for shift in shifts:
@@ -64,11 +66,12 @@ def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bo
     ckpt = checkpoint.load(path)
     torch_device = pick_device(device)
     model = build_model(ckpt["model_name"], ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # the weight average, when the run kept one
     model.to(torch_device).eval()
     stats = ckpt["stats"]
     return Predictor(model, list(ckpt["labels"]), from_dict(AudioConfig, ckpt["audio"], "audio"),
-                     BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device, pick_amp("auto", torch_device), tta)
+                     BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device, pick_amp("auto", torch_device), tta,
+                     int(ckpt.get("train_config", {}).get("train_frames", 0)))
 
 
 @dataclass(frozen=True)

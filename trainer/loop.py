@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
 from trainer import checkpoint
-from trainer.augment import mixup, random_eq, spec_augment
+from trainer.augment import augment_mels, mixup, spec_augment
 from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.elastic import restore_position
@@ -97,6 +97,7 @@ def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
         "position": s.train_stream.state_dict(), "schedule_steps": s.schedule_steps,
         "early_stop": {"best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs},
         "epoch_sums": {"loss": loss, "correct": correct, "n": n}, "history": state.history, "rng": _rng_states(),
+        **({"ema": s.ema.state_dict()} if s.ema is not None else {}),
     }
 
 
@@ -111,6 +112,8 @@ def restore(s: Session, ckpt: dict[str, Any]) -> State:
     s.optimizer.load_state_dict(ckpt["optimizer"])
     s.scheduler.load_state_dict(ckpt["scheduler"])
     s.scaler.load_state_dict(ckpt["scaler"])
+    if s.ema is not None:
+        s.ema.load_state_dict(ckpt["ema"])
     _set_rng_states(ckpt["rng"])
     restore_position(s, ckpt)
     stop = ckpt["early_stop"]
@@ -162,7 +165,7 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
     torch.manual_seed(seed)  # dropout: a pure function of (seed, epoch, step)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = s.normalise(random_eq(batch["mel"].to(device, non_blocking=True), cfg, generator))
+    x = s.normalise(augment_mels(batch["mel"].to(device, non_blocking=True), cfg, generator, s.audio))
     y = batch["label"].to(device, non_blocking=True)
     x = spec_augment(x, cfg, generator)
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
@@ -197,6 +200,8 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
     for batch in iter_batches(s.train_loader):
         fetched = time.perf_counter()
         loss, correct, n = train_step(s, batch, state)
+        if s.ema is not None:
+            s.ema.update(s.raw_model, state.step)
         state.step += 1
         state.sums["loss"] += loss
         state.sums["correct"] += correct
@@ -265,7 +270,9 @@ def _train(s: Session, shards: Path, run: Path) -> int:
             # Every rank scores the whole validation split with the same weights, so all reach the
             # same early-stopping decision without exchanging predictions.
             sync_buffers(s.world, s.raw_model)
-            val = evaluate_batches(s, s.val_loader) if s.val_loader is not None else None
+            if s.ema is not None:
+                s.ema.copy_buffers(s.raw_model)
+            val = evaluate_batches(s, s.val_loader, s.scored_model) if s.val_loader is not None else None
             row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
                    **{k: figures[k] for k in ("train_loss", "train_acc")},
                    "val_loss": val.loss if val else float("nan"),
@@ -296,12 +303,17 @@ def _train(s: Session, shards: Path, run: Path) -> int:
                 print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
                       f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
     sync_buffers(s.world, s.raw_model)
-    if not check_in_sync(s.world, s.raw_model):
-        raise RuntimeError("the ranks ended with different weights; DDP lost synchronisation")
+    models = [s.raw_model] + ([s.ema.model] if s.ema is not None else [])
+    if s.ema is not None:
+        s.ema.copy_buffers(s.raw_model)
+    in_sync = [check_in_sync(s.world, m) for m in models]  # every rank joins every collective
+    if not all(in_sync):
+        raise RuntimeError("the ranks ended with different weights (or weight averages); DDP lost synchronisation")
     if not main:
         return 0
     if s.world.distributed:
-        print(f"ranks in sync: weights identical on all {s.world.size} ranks", file=sys.stderr)
+        print(f"ranks in sync: weights identical on all {s.world.size} ranks"
+              + (", weight averages too" if s.ema is not None else ""), file=sys.stderr)
     if s.val_loader is None:
         print(f"done: no validation split, so no best epoch: {run / checkpoint.BEST} is the last epoch "
               f"({state.best_epoch})")

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from shared.atomic import write_json
-from shared.config import TrainConfig, from_dict, to_dict
+from shared.config import AudioConfig, TrainConfig, from_dict, to_dict
 from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
 from shared.manifest import read_manifest
@@ -27,6 +28,7 @@ from trainer import checkpoint
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
 from trainer.distributed import World, join, sum_across
 from trainer.elastic import relayout
+from trainer.ema import WeightAverage
 from trainer.models import build_model, model_args
 
 
@@ -114,6 +116,17 @@ class Session:
     writer: Any = None
     class_weights: torch.Tensor | None = None  # cross-entropy weights per class (--class-weights)
     schedule_steps: int = 0  # the steps the LR schedule spans
+    ema: WeightAverage | None = None  # averaged weights (--ema-decay): validated, saved in best.pt, predicted with
+
+    @cached_property
+    def audio(self) -> AudioConfig:
+        """The shards' audio config (mel scale and filterbank for the log-mel augmentations)."""
+        return from_dict(AudioConfig, self.manifest["audio"], "audio")
+
+    @property
+    def scored_model(self) -> nn.Module | None:
+        """The weights validation scores: the average when on, else None (the model itself)."""
+        return self.ema.model if self.ema is not None else None
 
     def lost_samples(self, split: str) -> int:
         return sum(b.samples for b in self.lost.get(split, []))
@@ -217,6 +230,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
             print(change, file=sys.stderr)
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    frames = from_dict(AudioConfig, manifest["audio"], "audio").n_frames
+    if cfg.train_frames > frames:
+        raise UsageError(f"train_frames {cfg.train_frames} is longer than the stored mels ({frames} frames); "
+                         f"use at most {frames} or preprocess with a longer duration_s")
     good, lost = _check_damage(shards, manifest, on_bad_shard, resumed, world)
     train_shards, val_shards = good["train"], good["val"]
     if not train_shards:
@@ -239,6 +256,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     if world.distributed:  # same initial weights everywhere: DDP broadcasts rank 0's
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     model = torch.compile(model) if cfg.compile else model
+    ema = WeightAverage(raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # after DDP's broadcast
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = ShardStream(str(shards), train_shards, cfg.batch_size, cfg.num_workers, cfg.seed,
                          cfg.shuffle_buffer, rank=world.rank, world=world.size, key_log=os.environ.get(KEY_LOG))
@@ -268,4 +286,4 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
                    scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
                    resumed, lost, world, writer, class_weights=class_weights(manifest, cfg.class_weights, device),
-                   schedule_steps=total_steps)
+                   schedule_steps=total_steps, ema=ema)

@@ -34,15 +34,18 @@ def _metrics(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+def _weights(path: Path, which: str = "model") -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)[which]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
+    """Every tensor of the weights, and of the weight average when the run keeps one."""
+    kinds = ["model"] + (["ema"] if "ema" in torch.load(b, map_location="cpu", weights_only=True) else [])
+    for which in kinds:
+        wa, wb = _weights(a, which), _weights(b, which)
+        assert wa.keys() == wb.keys()
+        for name in wa:
+            assert torch.equal(wa[name], wb[name]), (which, name)
 
 
 def _popen(shards, run, *extra):
@@ -84,9 +87,51 @@ def test_training_learns_and_writes_the_run_folder(reference):
     assert (reference / "config.json").exists()
 
 
-def test_a_mid_epoch_kill_resumes_to_the_same_weights(tiny_shards, reference, tmp_path):
+# Every log-mel augmentation drawn per step, SpecAugment, EQ and the weight average on: a resumed
+# run must draw the same crops, shifts, stretches, warps and noise, and hold the same average.
+FRESH = {"train_frames": 110, "shift_frames": 8, "stretch": [0.9, 1.1], "warp": [0.9, 1.1], "noise_p": 0.5,
+         "noise_snr_db": [5.0, 30.0], "eq_db": 6.0, "freq_masks": 1, "time_masks": 1}
+
+
+@pytest.fixture(scope="module")
+def fresh_recipe(tmp_path_factory) -> list[str]:
+    toml = tmp_path_factory.mktemp("fresh") / "fresh.toml"
+    toml.write_text("".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in FRESH.items()))
+    return ["--config", str(toml), "--ema-decay", "0.9"]
+
+
+@pytest.fixture(scope="module")
+def fresh_reference(tiny_shards, fresh_recipe, tmp_path_factory):
+    """The same uninterrupted run with every fresh augmentation and the weight average on."""
+    run = tmp_path_factory.mktemp("fresh-ref") / "run"
+    result = _train(tiny_shards, run, "--epochs", "4", "--checkpoint-every", "3", *fresh_recipe)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_the_weight_average_is_validated_saved_and_predicted_with(fresh_reference):
+    from trainer.inference import load_predictor
+
+    last = torch.load(fresh_reference / "last.pt", map_location="cpu", weights_only=True)
+    assert last["train_config"]["ema_decay"] == 0.9 and last["train_config"]["warp"] == [0.9, 1.1]
+    raw, ema = last["model"], last["ema"]
+    assert raw.keys() == ema.keys()
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if k.endswith("weight"))  # an average, not a copy
+    assert all(torch.equal(raw[k], ema[k]) for k in raw if "running" in k)  # BatchNorm statistics copied
+    best = torch.load(fresh_reference / "best.pt", map_location="cpu", weights_only=True)
+    predictor = load_predictor(fresh_reference, "cpu")
+    assert all(torch.equal(v, best["ema"][k]) for k, v in predictor.model.state_dict().items())
+    assert predictor.frames == 110
+    rows = _metrics(fresh_reference)
+    assert float(rows[-1]["val_acc"]) >= 0.5  # still learns with everything on
+
+
+@pytest.mark.parametrize("recipe", ["plain", "fresh"])
+def test_a_mid_epoch_kill_resumes_to_the_same_weights(tiny_shards, recipe, request, tmp_path):
+    reference = request.getfixturevalue("reference" if recipe == "plain" else "fresh_reference")
+    extra = [] if recipe == "plain" else request.getfixturevalue("fresh_recipe")
     run = tmp_path / "run"
-    process = _popen(tiny_shards, run, "--epochs", "4", "--checkpoint-every", "3")
+    process = _popen(tiny_shards, run, "--epochs", "4", "--checkpoint-every", "3", *extra)
 
     def mid_epoch_checkpoint():
         if not (run / "last.pt").exists():
