@@ -19,10 +19,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from preprocess.pipeline import imbalance_notes  # noqa: E402
-from preprocess.sources import SPLITS  # noqa: E402
 from shared.integrity import check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, read_manifest  # noqa: E402
 from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
+from shared.sources import SPLITS  # noqa: E402
 
 PER_CLASS = 4
 

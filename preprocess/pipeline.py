@@ -29,13 +29,13 @@ from preprocess.output import Output, output
 from preprocess.plan import ShardJob, job_fingerprint, plan_shards
 from preprocess.report import track
 from preprocess.shards import JOURNAL, journal_name, write_shard
-from preprocess.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
 from preprocess.split import assign_splits
 from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
 from shared.errors import UsageError
 from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
+from shared.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
 
 ERROR_COLUMNS = ["path", "stage", "reason", "detail"]
 

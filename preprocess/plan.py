@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preprocess.sources import SPLITS, Clip
 from shared.config import PreprocessConfig, to_dict
+from shared.sources import SPLITS, Clip
 
 
 @dataclass(frozen=True)

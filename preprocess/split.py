@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from preprocess.sources import Clip
 from shared.errors import UsageError
+from shared.sources import Clip
 
 
 def _check_fraction(n: int, n_classes: int, fraction: float) -> int:

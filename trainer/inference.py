@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from preprocess.sources import Rejection
 from shared.audio import AudioError, file_to_mels
 from shared.config import AGGREGATES, AudioConfig, from_dict
 from shared.errors import UsageError
 from shared.manifest import read_manifest
 from shared.runtime import limit_threads, tune_allocator
+from shared.sources import Rejection
 from trainer import checkpoint
 from trainer.augment import centre_crop
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
@@ -227,7 +227,7 @@ def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | No
 
 def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:
     """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV."""
-    from preprocess.sources import list_source
+    from shared.sources import list_source
 
     clips, rejections = list_source(source, labeled=labeled)
     return [(c.path, c.rel, c.label, c.group) for c in clips], rejections

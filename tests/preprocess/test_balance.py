@@ -8,8 +8,8 @@ import numpy as np
 import soundfile as sf
 
 from preprocess.plan import augment_copies
-from preprocess.sources import Clip
 from shared.config import AugmentConfig, PreprocessConfig
+from shared.sources import Clip
 from tests.audio_fixtures import run_module, tone
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from preprocess.plan import assign_keys, plan_shards, sanitize_key
-from preprocess.sources import Clip
 from preprocess.split import assign_splits
 from shared.config import AugmentConfig, PreprocessConfig
+from shared.sources import Clip
 
 
 def _clips(n_per_class=20, labels=("a", "b", "c"), groups=None):
@@ -75,8 +75,8 @@ def test_shards_mix_classes_and_keep_copies_with_their_clip():
 def test_tab_and_semicolon_separated_lists_are_read(tmp_path):
     import pytest
 
-    from preprocess.sources import list_source
     from shared.errors import UsageError
+    from shared.sources import list_source
 
     for name in ("a.wav", "b c.wav", "d,e.wav"):
         (tmp_path / name).write_bytes(b"x")

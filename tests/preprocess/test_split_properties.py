@@ -16,9 +16,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from preprocess.sources import Clip
 from preprocess.split import assign_splits
 from shared.errors import UsageError
+from shared.sources import Clip
 
 
 @st.composite
