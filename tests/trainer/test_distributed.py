@@ -62,7 +62,8 @@ def _torchrun(shards, run, *extra) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "trainer", "train", str(shards), "--out", str(run), "--model", "cnn", "--width", "0.25",
             "--batch-size", "4", "--num-workers", "1", "--epochs", "2", "--lr", "3e-3", "--checkpoint-every", "2",
-            "--class-weights", "balanced", *extra]  # the weights ride along: resume stays exact with them
+            "--class-weights", "balanced", "--ema-decay", "0.9", *extra]  # class weights and the weight
+    # average ride along: resume stays exact with them, and the ranks' averages must agree
 
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -81,7 +82,7 @@ def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_sha
     manifest = read_manifest(tiny_shards)
     assert len(manifest["splits"]["train"]["shards"]) % 2 == 1
     run, result = ddp_reference
-    assert "ranks in sync: weights identical on all 2 ranks" in result.stderr
+    assert "ranks in sync: weights identical on all 2 ranks, weight averages too" in result.stderr
     rows = _metrics(run)
     assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
     assert result.stdout.count("done: best") == 1  # only rank 0 reports
@@ -145,9 +146,10 @@ def _kill_all(process: subprocess.Popen) -> None:
 
 
 def _same_weights(run: Path, reference: Path) -> bool:
-    mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
-    theirs = torch.load(reference / "last.pt", map_location="cpu", weights_only=True)["model"]
-    return all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    """The weights and their average (every tensor of both)."""
+    mine = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    theirs = torch.load(reference / "last.pt", map_location="cpu", weights_only=True)
+    return all(torch.equal(mine[w][k], theirs[w][k]) for w in ("model", "ema") for k in theirs[w])
 
 
 def _resume(shards: Path, run: Path) -> None:
@@ -219,7 +221,8 @@ def _command(shards, ranks: int, *extra) -> list[str]:
     """`trainer train` on `ranks` processes (torchrun for more than one), without its --out."""
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
     return [sys.executable, *launch, "-m", "trainer", "train", str(shards), "--model", "cnn",
-            "--width", "0.25", "--epochs", "2", "--lr", "3e-3", "--checkpoint-every", "1", *extra]
+            "--width", "0.25", "--epochs", "2", "--lr", "3e-3", "--checkpoint-every", "1", "--ema-decay", "0.9",
+            *extra]  # validated with the weight average, as the reference run is
 
 
 def _train_keys(shards: Path) -> list[str]:
