@@ -14,6 +14,7 @@ inputs, or a failed run; 130 interrupted (rerun the same command to resume).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rich.console import Console
 from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
-from shared.config import AudioConfig, PreprocessConfig, from_dict, load_toml
+from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
@@ -65,31 +66,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flat option names -> (table, key) of the TOML layout; any other name is a top-level key. The
+# command line gives some of them, the Python API (`melshard.preprocess(**overrides)`) any of them.
+NESTED: dict[str, tuple[str, str]] = {
+    **{f.name: ("audio", f.name) for f in dataclasses.fields(AudioConfig)},
+    **{f.name: ("augment", f.name) for f in dataclasses.fields(AugmentConfig) if f.name != "copies"},
+    "augment_copies": ("augment", "copies"),
+}
+
+
 def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     """Merge the TOML file and the command line (which wins) into options and a config."""
     data: dict[str, Any] = load_toml(args.config) if args.config else {}
+    given = {
+        "src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs,
+        "overwrite": args.overwrite, "seed": args.seed, "val_fraction": args.val_fraction,
+        "shard_size": args.shard_size, "max_rejected": args.max_rejected,
+        "sr": args.sr, "duration_s": args.duration, "n_mels": args.n_mels,
+        "augment_copies": args.augment_copies, "segment": args.segment,
+        "balance_classes": args.balance_classes, "balance_cap": args.balance_cap,
+    }
+    return resolve_options(data, given, args.backend, args.scheduler)
+
+
+def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str = "local",
+                    scheduler: str | None = None) -> tuple[RunOptions, PreprocessConfig]:
+    """TOML-shaped `data` (top-level keys, `[audio]` and `[augment]` tables) overridden by the flat
+    `given` options (None: not given; names as in `NESTED`) -> run options and a validated config."""
     data.setdefault("audio", {})
     data.setdefault("augment", {})
     for key in ("segment", "segment_hop_s", "min_segment_s"):  # also accepted outside [audio]
         if key in data:
             data["audio"][key] = data.pop(key)
-    given = {
-        "src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs,
-        "overwrite": args.overwrite, "seed": args.seed, "val_fraction": args.val_fraction,
-        "shard_size": args.shard_size, "max_rejected": args.max_rejected,
-    }
-    data.update({k: v for k, v in given.items() if v is not None})
-    for key, value in (("sr", args.sr), ("duration_s", args.duration), ("n_mels", args.n_mels)):
-        if value is not None:
-            data["audio"][key] = value
-    if args.augment_copies is not None:
-        data["augment"]["copies"] = args.augment_copies
-    if args.segment is not None:
-        data["audio"]["segment"] = args.segment
-    if args.balance_classes is not None:
-        data["augment"]["balance_classes"] = args.balance_classes
-    if args.balance_cap is not None:
-        data["augment"]["balance_cap"] = args.balance_cap
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in NESTED:
+            table, name = NESTED[key]
+            data[table][name] = value
+        else:
+            data[key] = value
     run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
     cfg = from_dict(PreprocessConfig, data)
     if not run_values.get("src"):
@@ -100,15 +116,27 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     if jobs < 0:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     test = Path(run_values["test"]) if run_values.get("test") else None
-    if args.backend == "dask":
-        if not args.scheduler:
+    if backend == "dask":
+        if not scheduler:
             raise UsageError("--backend dask needs --scheduler tcp://HOST:PORT (the `dask scheduler` address)")
         # Cluster workers resolve paths on their own machines: hand them absolute ones.
         src, test = src.resolve(), test.resolve() if test else None
         out = out.resolve() if isinstance(out, Path) else out
-    elif args.scheduler:
+    elif scheduler:
         raise UsageError("--scheduler is for --backend dask; add --backend dask or drop --scheduler")
-    return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), args.backend, args.scheduler), cfg
+    return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), backend, scheduler), cfg
+
+
+def failure(manifest: dict[str, Any], max_rejected: float, out: Path | str) -> str | None:
+    """Why a finished run counts as failed (nothing written, or too many inputs rejected), or None."""
+    inputs = manifest["inputs"]
+    if inputs["written"] == 0:
+        return f"no sample was written; see {out}/errors.csv"
+    share = inputs["rejected"] / inputs["total"]
+    if share > max_rejected:
+        return (f"{share:.0%} of inputs were rejected (more than --max-rejected "
+                f"{max_rejected}); see {out}/errors.csv")
+    return None
 
 
 # Small, fast features for the synthetic demo corpus (16 kHz clips of at most 2 s).
@@ -176,14 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     summary(result.manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")
-    inputs = result.manifest["inputs"]
     print(f"wrote {opts.out}/manifest.json and {opts.out}/errors.csv")
-    if inputs["written"] == 0:
-        print(f"error: no sample was written; see {opts.out}/errors.csv", file=sys.stderr)
-        return 1
-    share = inputs["rejected"] / inputs["total"]
-    if share > cfg.max_rejected:
-        print(f"error: {share:.0%} of inputs were rejected (more than --max-rejected "
-              f"{cfg.max_rejected}); see {opts.out}/errors.csv", file=sys.stderr)
+    problem = failure(result.manifest, cfg.max_rejected, opts.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     return 0

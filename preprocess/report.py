@@ -19,8 +19,12 @@ def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
           console: Console) -> Iterator[dict[str, Any]]:
     """Pass shard records through, advancing a progress display by each shard's clip count.
 
-    A rich bar (clips/s, ETA) on a terminal; otherwise a plain line every 10 s, for logs.
+    A rich bar (clips/s, ETA) on a terminal; otherwise a plain line every 10 s, for logs; nothing
+    on a quiet console (the Python API without `progress`).
     """
+    if console.quiet:
+        yield from records
+        return
     start = time.perf_counter()
     if console.is_terminal:
         columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(),

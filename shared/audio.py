@@ -549,3 +549,19 @@ def clip_to_mel(y: np.ndarray, cfg: AudioConfig, augment: Augmentation | None = 
 def file_to_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
     """`load_clip` then `clip_to_mel`: the features of one file, as `predict` makes them."""
     return clip_to_mel(load_clip(path, cfg), cfg)
+
+
+def array_to_mel(y: np.ndarray, sr: int, cfg: AudioConfig) -> np.ndarray:
+    """The features of audio already in memory (`[samples]` or `[samples, channels]` at `sr` Hz),
+    made as `file_to_mel` makes a file's: mixed to mono, resampled with soxr, silence refused,
+    trimmed, padded or cropped, log-mel."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    if y.ndim != 1 or y.size == 0:
+        raise AudioError("no_audio", f"expected samples [n] or [n, channels], got shape {y.shape}")
+    if not np.isfinite(y.sum(dtype=np.float64)):
+        raise AudioError("non_finite", "the audio contains NaN or Inf samples")
+    if sr != cfg.sr:
+        y = soxr.resample(y, sr, cfg.sr, quality="HQ").astype(np.float32, copy=False)
+    return clip_to_mel(_trimmed(y, cfg), cfg)

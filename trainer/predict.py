@@ -20,19 +20,26 @@ import pandas as pd
 
 from shared.atomic import write_bytes
 from shared.manifest import MANIFEST
-from trainer.inference import Predicted, by_file, list_inputs, load_predictor, predict_files, predict_shards
+from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
 def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str, tta: bool, jobs: int,
                 which: str = "best", on_bad_shard: str = "fail"):
     """(predictor, predictions) for a shard folder or raw audio."""
     predictor = load_predictor(run, device, which, tta)
+    return predictor, predict_source(predictor, source, split, labeled, jobs, on_bad_shard)
+
+
+def predict_source(predictor: Predictor, source: Path, split: str, labeled: bool, jobs: int,
+                   on_bad_shard: str = "fail") -> Predicted:
+    """A loaded model's predictions for a split of a shard folder, or for raw audio (a folder or a
+    CSV), with the inputs that could not be predicted in `rejected`."""
     if (source / MANIFEST).exists():
-        return predictor, predict_shards(predictor, source, split, on_bad_shard)
+        return predict_shards(predictor, source, split, on_bad_shard)
     items, rejected = list_inputs(source, labeled)
     predicted = predict_files(predictor, items, jobs)
-    return predictor, Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
-                                rejected + predicted.rejected, predicted.offsets)
+    return Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
+                     rejected + predicted.rejected, predicted.offsets)
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -41,15 +48,26 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_submission(out: Path, labels: list[str], predicted: Predicted, probabilities: bool) -> None:
+def submission_frame(labels: list[str], predicted: Predicted, probabilities: bool) -> pd.DataFrame:
+    """`filename,label` (plus one probability column per class), one row per input, sorted: the
+    submission CSV's rows, and what `melshard.predict` returns."""
     frame = pd.DataFrame({"filename": predicted.paths,
                           "label": [labels[i] for i in predicted.probs.argmax(axis=1)] if len(predicted.paths) else []})
     if probabilities:
         for index, name in enumerate(labels):
             frame[name] = np.round(predicted.probs[:, index], 6) if len(predicted.paths) else []
-    frame = frame.sort_values("filename", kind="stable")
+    return frame.sort_values("filename", kind="stable")
+
+
+def rejected_frame(predicted: Predicted) -> pd.DataFrame:
+    """The inputs that could not be predicted: path, stage, reason, detail (sorted by path)."""
+    return pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
+                        columns=["path", "stage", "reason", "detail"]).sort_values("path")
+
+
+def write_submission(out: Path, labels: list[str], predicted: Predicted, probabilities: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(out, _csv_bytes(frame))
+    write_bytes(out, _csv_bytes(submission_frame(labels, predicted, probabilities)))
 
 
 def write_windows(out: Path, labels: list[str], windows: Predicted, probabilities: bool) -> None:
@@ -81,9 +99,7 @@ def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: b
         write_windows(windows_path(out), predictor.labels, windows or rows, probabilities)
     errors = errors_path(out)
     if predicted.rejected:
-        rows = pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
-                            columns=["path", "stage", "reason", "detail"]).sort_values("path")
-        write_bytes(errors, _csv_bytes(rows))
+        write_bytes(errors, _csv_bytes(rejected_frame(predicted)))
     else:
         errors.unlink(missing_ok=True)
     print(f"wrote {out}: {len(predicted.paths)} predictions"

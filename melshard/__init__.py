@@ -1,0 +1,42 @@
+"""melshard from Python: preprocess a corpus, load its shards into any training loop, train,
+predict. Every call returns a result (or raises one of the project's exceptions with one line
+saying what to fix) instead of printing and exiting as the command lines do.
+
+    import melshard
+    result = melshard.preprocess("corpus/", "shards/mydata", sr=16000, duration_s=2.0)
+    loader = melshard.Shards("shards/mydata").loader("train", batch_size=32)
+    for mel, label in loader: ...                     # float32 [B, 1, M, T], int64 [B]
+    run = melshard.train("shards/mydata", "runs/cnn", epochs=10)
+    frame = melshard.predict(run, "test_audio/")      # filename, label, one column per class
+
+The names below are the public surface; everything else in preprocess/, trainer/ and shared/
+may change. See examples/notebook.py for a whole session.
+"""
+
+from melshard.api import PreprocessResult, TrainResult, features, load_model, predict, preprocess, train
+from melshard.loader import ShardLoader, Shards
+from shared.audio import AudioError
+from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, TrainConfig
+from shared.errors import ConfigError, DataError, UsageError
+from shared.shardio import ShardError
+
+__all__ = [
+    "AudioConfig",
+    "AudioError",
+    "AugmentConfig",
+    "ConfigError",
+    "DataError",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "ShardError",
+    "ShardLoader",
+    "Shards",
+    "TrainConfig",
+    "TrainResult",
+    "UsageError",
+    "features",
+    "load_model",
+    "predict",
+    "preprocess",
+    "train",
+]

@@ -1,0 +1,193 @@
+"""preprocess, train, load_model, predict and features as functions that return results.
+
+They run the same code as the two command lines (`preprocess.pipeline.run`, `trainer.loop.train`,
+`trainer.predict`), so a notebook and `python -m ...` make the same shards, runs and predictions.
+Mistakes raise the project's exceptions with the one line the command line would print:
+`UsageError` (arguments, config, layout), `DataError` (damaged or unusable data; `ShardError` is
+one), `AudioError` (a file or array that gives no features).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from melshard.loader import Shards
+from shared.audio import array_to_mel, file_to_mel
+from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
+from shared.errors import DataError, UsageError
+from shared.location import location
+
+# ---------------------------------------------------------------------------------------------
+# preprocess
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    """What a preprocessing run made: `out` now holds the shards, manifest.json and errors.csv."""
+
+    out: Path | str
+    manifest: dict[str, Any]
+    errors: pd.DataFrame  # path, stage, reason, detail: one row per rejected input
+    seconds: float
+    skipped_shards: int  # finished shards of an earlier run that were verified and kept
+
+    @property
+    def shards(self) -> Shards:
+        return Shards(self.out)
+
+
+def _config_data(config: PreprocessConfig | Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """A config in the TOML layout (top-level keys, `audio` and `augment` tables)."""
+    if config is None:
+        return {}
+    if isinstance(config, PreprocessConfig):
+        return to_dict(config)
+    if isinstance(config, Mapping):
+        return copy.deepcopy(dict(config))
+    return load_toml(config)
+
+
+def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = None,
+               config: PreprocessConfig | Mapping[str, Any] | str | Path | None = None, jobs: int | None = None,
+               progress: bool | None = None, overwrite: bool = False, **overrides: Any) -> PreprocessResult:
+    """Preprocess `src` (class folders or a CSV) into shards in `out`, as `python -m preprocess`.
+
+    `config` is a `PreprocessConfig`, a dict or a TOML file in the `--config` layout; `overrides`
+    win over it: any `PreprocessConfig` field (`val_fraction`, `seed`, `shard_size`, ...), any
+    `AudioConfig` field (`sr`, `duration_s`, `n_mels`, `n_fft`, `segment`, ...), any
+    `AugmentConfig` field, and `augment_copies`. Rerunning resumes; an `out` made with another
+    config raises `UsageError` unless `overwrite`. A run that wrote nothing, or rejected more than
+    `max_rejected` of its inputs, raises `DataError`. A progress bar shows with `progress=True`,
+    or by default on a terminal (never with `progress=False`); warnings go to stderr.
+    """
+    from preprocess.cli import failure, resolve_options
+    from preprocess.pipeline import ERROR_COLUMNS, run
+    from shared.interrupt import main_process_interrupts
+
+    given = {"src": str(src), "out": str(out), "test": str(test) if test else None, "jobs": jobs,
+             "overwrite": overwrite or None, **overrides}
+    opts, cfg = resolve_options(_config_data(config), given)
+    console = Console(stderr=True, force_terminal=True if progress else False if progress is False else None)
+    console.quiet = not console.is_terminal  # progress=None: a bar on a terminal, else nothing
+    with main_process_interrupts():  # Ctrl-C stops the run without a traceback from every worker
+        result = run(opts, cfg, console)
+    problem = failure(result.manifest, cfg.max_rejected, opts.out)
+    if problem:
+        raise DataError(problem)
+    return PreprocessResult(opts.out, result.manifest, pd.DataFrame(result.errors, columns=ERROR_COLUMNS),
+                            result.seconds, result.skipped_shards)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished (or stopped) training run in `run`."""
+
+    run: Path
+    metrics: pd.DataFrame  # RUN/metrics.csv: one row per epoch
+    best: Path  # RUN/best.pt: the checkpoint predict and load_model use
+    last: Path  # RUN/last.pt: where `train(..., resume=True)` continues
+    status: int  # 0 done; 128 + signal number when SIGTERM or Ctrl-C stopped it after a checkpoint
+    config: TrainConfig
+
+
+def train(shards: str | Path | Shards, out: str | Path, *, resume: bool = False, on_bad_shard: str = "fail",
+          **config: Any) -> TrainResult:
+    """Train a model on `shards` into the run folder `out`, as `python -m trainer train`.
+
+    `config` takes any `TrainConfig` field (`model="cnn"`, `width=0.5`, `epochs=10`,
+    `batch_size=32`, `num_workers=1`, `device="cpu"`, ...); an unknown one raises `UsageError`.
+    `resume=True` continues `out` from its last checkpoint (mid-epoch included).
+    """
+    from trainer import checkpoint
+    from trainer.loop import train as train_run
+
+    where = shards.location if isinstance(shards, Shards) else location(str(shards))
+    cfg = from_dict(TrainConfig, dict(config))
+    run = Path(out)
+    status = train_run(where, run, cfg, resume, set(config), on_bad_shard)
+    metrics = pd.read_csv(run / "metrics.csv") if (run / "metrics.csv").exists() else pd.DataFrame()
+    return TrainResult(run, metrics, run / checkpoint.BEST, run / checkpoint.LAST, status, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+def load_model(run: str | Path | TrainResult, device: str = "auto", *, which: str = "best", tta: bool = False):
+    """The trained model of a run folder (`best.pt`, or `last.pt` with `which="last"`) as a
+    `Predictor`: `.model` (eval mode), `.labels`, `.audio` (an `AudioConfig`), and
+    `.probabilities(mel)` for float16 mels `[B, n_mels, frames]` as `features` makes them."""
+    from trainer.inference import load_predictor
+
+    if which not in ("best", "last"):
+        raise UsageError(f"which must be 'best' or 'last', got {which!r}")
+    return load_predictor(_run_folder(run), device, which, tta)
+
+
+def _run_folder(run: Any) -> Path:
+    return run.run if isinstance(run, TrainResult) else Path(run)
+
+
+def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str = "test", device: str = "auto",
+            tta: bool = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
+            allow_missing: bool = False, on_bad_shard: str = "fail") -> pd.DataFrame:
+    """Predict `inputs` with a run (a folder, a `TrainResult`, or a model from `load_model`).
+
+    `inputs` is a shard folder (its `split`), an audio folder, a CSV with a `path` column, or a
+    list of audio files. Returns one row per input: `filename`, `label` and, with
+    `probabilities`, one column per class, sorted by filename (the rows of `python -m trainer
+    predict --probabilities`). Inputs that give no features raise `DataError` unless
+    `allow_missing`; then they are in `frame.attrs["errors"]` (path, stage, reason, detail).
+    """
+    from trainer.inference import Predictor, by_file, predict_files
+    from trainer.predict import predict_source, rejected_frame, submission_frame
+
+    predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
+    if isinstance(inputs, (str, Path)):
+        predicted = predict_source(predictor, Path(inputs), split, False, jobs, on_bad_shard)
+    else:
+        predicted = predict_files(predictor, [(str(p), str(p), None, None) for p in inputs], jobs)
+    files, _ = by_file(predicted, aggregate)
+    if files.rejected and not allow_missing:
+        first = files.rejected[0]
+        raise DataError(f"{len(files.rejected)} input(s) could not be predicted, e.g. {first.path}: "
+                        f"{first.reason} ({first.detail}); pass allow_missing=True to get the others")
+    frame = submission_frame(predictor.labels, files, probabilities).reset_index(drop=True)
+    frame.attrs["errors"] = rejected_frame(files)
+    return frame
+
+
+def features(path_or_array: str | Path | np.ndarray, audio_config: AudioConfig | Mapping[str, Any] | None = None,
+             *, sr: int | None = None) -> np.ndarray:
+    """The log-mel features (float16 `[n_mels, frames]`) of a file, or of samples at `sr` Hz,
+    made by the one audio -> mel function that made the shards; pass the shards' or the model's
+    `audio` config (`Shards(...).audio`, `load_model(...).audio`). A file or array that gives no
+    features raises `AudioError` (its `reason`: empty_file, undecodable, silent, ...)."""
+    if audio_config is None:
+        cfg = AudioConfig()
+    elif isinstance(audio_config, AudioConfig):
+        cfg = audio_config
+    else:
+        cfg = from_dict(AudioConfig, dict(audio_config), "audio")
+    if isinstance(path_or_array, (str, Path)):
+        if not Path(path_or_array).is_file():
+            raise UsageError(f"{path_or_array} is not a file")
+        return file_to_mel(path_or_array, cfg)
+    if sr is None:
+        raise UsageError("features() of an array needs its sample rate: features(y, audio_config, sr=...)")
+    return array_to_mel(np.asarray(path_or_array), sr, cfg)
+
+
+__all__ = ["PreprocessResult", "TrainResult", "features", "load_model", "predict", "preprocess", "train"]
