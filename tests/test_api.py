@@ -219,3 +219,23 @@ def test_the_readme_lists_the_public_names():
     section = (ROOT / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
     names = section.split("The public names are", 1)[1].split("everything else", 1)[0]
     assert set(re.findall(r"`([A-Za-z_]+)`", names)) == set(melshard.__all__)
+
+
+def test_ranks_share_an_epoch_with_equal_steps(made):
+    shards = melshard.Shards(made["root"] / "shards")
+    parts = [shards.loader("train", batch_size=4, rank=r, world=2, seed=3, normalise=False) for r in range(2)]
+    assert len(parts[0]) == len(parts[1])
+    keys = [bytes(m.numpy().view(np.uint8)) for part in parts for mel, _ in part for m in mel]
+    every = [bytes(m.numpy().view(np.uint8)) for mel, _ in shards.loader("train", 4, normalise=False) for m in mel]
+    assert len(set(keys)) == len(set(every)) and set(keys) == set(every)
+
+
+def test_preprocess_config_from_a_dict_or_toml_with_overrides_winning(made, tmp_path):
+    toml = tmp_path / "p.toml"
+    toml.write_text("shard_size = 8\nval_fraction = 0.25\n[audio]\nsr = 8000\nduration_s = 1.0\nn_mels = 16\n"
+                    "n_fft = 256\nhop_length = 64\n[augment]\ncopies = 0\n")
+    result = melshard.preprocess(made["corpus"], tmp_path / "a", config=toml, jobs=1, progress=False, n_mels=24)
+    assert result.shards.audio.n_mels == 24 and result.shards.config.val_fraction == 0.25
+    cfg = melshard.PreprocessConfig(audio=melshard.AudioConfig(**TINY), augment=melshard.AugmentConfig(copies=0))
+    other = melshard.preprocess(made["corpus"], tmp_path / "b", config=cfg, jobs=1, progress=False, seed=7)
+    assert other.shards.config == melshard.PreprocessConfig(**{**cfg.__dict__, "seed": 7})
