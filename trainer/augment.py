@@ -25,13 +25,12 @@ centre `train_frames` crop (`centre_crop`) and nothing else.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 
 from shared.config import AudioConfig, TrainConfig
-
-AMIN_DB = -100.0  # 10 log10 of the power floor shared.audio uses before log10 (1e-10)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
@@ -108,19 +107,23 @@ def floor_of(mel: torch.Tensor) -> torch.Tensor:
     return mel.amin(dim=(1, 2), keepdim=True)
 
 
-def take_frames(mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+def take_frames(mel: torch.Tensor, source: torch.Tensor, whole: bool = False) -> torch.Tensor:
     """`[B, M, T']`: frame `t` of clip `b` read at fractional frame `source[b, t]` of `mel`
-    (linear interpolation; exact at whole frames), the clip's floor outside it."""
+    (linear interpolation; exact at whole frames; `whole`: every source is a whole frame, one
+    gather), the clip's floor outside it. The floor rides along as an extra frame `T`, so one
+    gather fills it too (a `where` over the batch costs as much again on a CPU)."""
     batch, n_mels, total = mel.shape
     x = mel.float()
+    padded = torch.cat([x, floor_of(x).expand(batch, n_mels, 1)], dim=2)
+    outside = (source < 0) | (source > total - 1)
     base = source.floor()
-    weight = (source - base)[:, None, :]
-    lo = base.clamp(0, total - 1).long()[:, None, :].expand(batch, n_mels, -1)
-    hi = (base + 1).clamp(0, total - 1).long()[:, None, :].expand(batch, n_mels, -1)
-    a, b = x.gather(2, lo), x.gather(2, hi)
-    out = a + (b - a) * weight
-    outside = ((source < 0) | (source > total - 1))[:, None, :]
-    return torch.where(outside, floor_of(x), out).to(mel.dtype)
+    lo = base.long().clamp(0, total - 1).masked_fill(outside, total)
+    a = padded.gather(2, lo[:, None, :].expand(batch, n_mels, -1))
+    if whole:
+        return a.to(mel.dtype)
+    hi = (base.long() + 1).clamp(0, total - 1).masked_fill(outside, total)
+    b = padded.gather(2, hi[:, None, :].expand(batch, n_mels, -1))
+    return torch.lerp(a, b, (source - base)[:, None, :]).to(mel.dtype)
 
 
 def time_shift_crop(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -147,7 +150,7 @@ def time_shift_crop(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Genera
 def shift_crop_by(mel: torch.Tensor, start: torch.Tensor, shift: torch.Tensor, frames: int) -> torch.Tensor:
     """`frames` frames from `start[b]`, content moved later by `shift[b]` frames (floor filling)."""
     source = start[:, None] + torch.arange(frames)[None, :] - shift[:, None]
-    return take_frames(mel, source.to(mel.device, torch.float32))
+    return take_frames(mel, source.to(mel.device, torch.float32), whole=True)
 
 
 def time_stretch(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -215,8 +218,7 @@ def warp_by(mel: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     lo = base.long().clamp(0, top)[:, :, None].expand(-1, -1, n_frames)
     hi = (base.long() + 1).clamp(0, top)[:, :, None].expand(-1, -1, n_frames)
     x = mel.float()
-    a, b = x.gather(1, lo), x.gather(1, hi)
-    return (a + (b - a) * weight).to(mel.dtype)
+    return torch.lerp(x.gather(1, lo), x.gather(1, hi), weight).to(mel.dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -249,24 +251,26 @@ def add_noise(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, a
 
 def noise_by(mel: torch.Tensor, snr_db: torch.Tensor, pink: torch.Tensor, on: torch.Tensor,
              audio: AudioConfig) -> torch.Tensor:
-    """Noise at `snr_db[b]` (mean mel power of the clip over that of the noise) on clips `on[b]`."""
+    """Noise at `snr_db[b]` (mean mel power of the clip over that of the noise) on clips `on[b]`;
+    the others come back through the same dB -> power -> dB round trip (within 1e-4 dB), which
+    costs less than selecting them. exp/log in place: each pass over the batch counts on a CPU."""
     device = mel.device
-    x = mel.float()
-    power = torch.pow(10.0, x / 10.0)
-    signal = power.mean(dim=(1, 2))
+    power = mel.float().mul(math.log(10.0) / 10.0).exp_()  # 10^(dB / 10); stored dB >= -100, so > 0
+    scale = power.mean(dim=(1, 2)) / torch.pow(10.0, snr_db.to(device) / 10.0) * on.to(device)
     profile = noise_profiles(audio)[pink.long()].to(device)  # [B, M]
-    noise = profile[:, :, None] * (signal / torch.pow(10.0, snr_db.to(device) / 10.0))[:, None, None]
-    out = (10.0 * torch.log10(power + noise)).clamp_min(AMIN_DB)
+    out = power.add_((profile * scale[:, None])[:, :, None]).log_().mul_(10.0 / math.log(10.0))
     if audio.db_reference == "clip_max":
-        out = out - out.amax(dim=(1, 2), keepdim=True)
+        out -= out.amax(dim=(1, 2), keepdim=True)
     if audio.db_range > 0:
-        out = torch.maximum(out, out.amax(dim=(1, 2), keepdim=True) - audio.db_range)
-    return torch.where(on.to(device)[:, None, None], out, x).to(mel.dtype)
+        torch.maximum(out, out.amax(dim=(1, 2), keepdim=True) - audio.db_range, out=out)
+    return out.to(mel.dtype)
 
 
 def augment_mels(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                  audio: AudioConfig) -> torch.Tensor:
     """Steps 1-5 of the module's order on stored `[B, M, T]` log-mels (dB)."""
+    fresh = cfg.train_frames or cfg.shift_frames or cfg.noise_p or cfg.stretch != (1.0, 1.0) or cfg.warp != (1.0, 1.0)
+    mel = mel.float() if fresh else mel  # once, not in every step
     mel = time_shift_crop(mel, cfg, generator)
     mel = time_stretch(mel, cfg, generator)
     mel = freq_warp(mel, cfg, generator, audio)
