@@ -182,11 +182,20 @@ def inspect_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m preprocess SRC ...`, `... demo ...` or `... inspect DIR`. A first word `demo` or
+    `inspect` names the subcommand unless a file or folder of that name exists (then it is the
+    corpus); `melshard preprocess|demo|inspect` never has to guess."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "inspect":
+    if argv and argv[0] == "inspect" and not Path(argv[0]).exists():
         return inspect_main(argv[1:])
-    demo = bool(argv) and argv[0] == "demo"
-    args = (demo_parser() if demo else build_parser()).parse_args(argv[1:] if demo else argv)
+    if argv and argv[0] == "demo" and not Path(argv[0]).exists():
+        return preprocess_main(argv[1:], demo=True)
+    return preprocess_main(argv)
+
+
+def preprocess_main(argv: list[str], demo: bool = False) -> int:
+    """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status."""
+    args = (demo_parser() if demo else build_parser()).parse_args(argv)
     console = Console(stderr=True)
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)

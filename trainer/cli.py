@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {Path(args.run) / 'report'}")
             return 0
         if args.command == "demo":
-            from trainer.demo import run_demo
+            # The demo spans both halves and lives above them (melshard/demo.py); this command
+            # is kept as an alias of `melshard demo`, the one place trainer/ reaches up.
+            from melshard.demo import run_demo
 
             return run_demo(Path(args.work), args.quick)
     except KeyboardInterrupt:

@@ -1,4 +1,6 @@
-"""`python -m trainer demo`: the whole pipeline on a generated corpus, no data needed.
+"""`melshard demo` (also `python -m trainer demo`): the whole pipeline on a generated corpus, no
+data needed. It spans both halves, so it lives here, above them: preprocess/ and trainer/ never
+import each other.
 
 Generates 8 classes of synthetic sounds (with a few broken files and an unlabeled test folder),
 preprocesses them, trains the `cnn`, evaluates it on the validation split, predicts the test

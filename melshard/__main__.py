@@ -1,0 +1,3 @@
+from melshard.cli import main
+
+raise SystemExit(main())
