@@ -33,7 +33,8 @@ def main() -> None:
     shards = shards_for_training(work)
     print(f"# ddp throughput: {machine()}")
     print(f"# command: python bench/ddp_throughput.py --procs {args.procs} --epochs {args.epochs} "
-          f"--width {args.width} --batch-size {args.batch_size} --num-workers {args.num_workers} --device {args.device}")
+          f"--width {args.width} --batch-size {args.batch_size} --num-workers {args.num_workers} "
+          f"--device {args.device}")
     for procs in [int(p) for p in args.procs.split(",")]:
         run = work / f"ddp-run-{procs}"
         shutil.rmtree(run, ignore_errors=True)

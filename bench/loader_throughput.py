@@ -157,7 +157,8 @@ def main() -> None:
                        generator=torch.Generator().manual_seed(0))
     rate(iter(seeds), 2 * args.batch_size * args.workers)  # warm-up: librosa's first calls compile
     baseline = max(rate(iter(seeds), args.baseline_samples) for _ in range(2))
-    print(f"seeds' librosa Dataset, {args.workers} workers: {baseline:8.1f} samples/s ({args.baseline_samples} samples)")
+    print(f"seeds' librosa Dataset, {args.workers} workers: {baseline:8.1f} samples/s "
+          f"({args.baseline_samples} samples)")
     print(f"ratio: {ours / baseline:.1f}x")
     compare_readers(sorted(shards.glob("train-*.tar")))
     time_shard_check(shards, manifest)

@@ -51,7 +51,8 @@ class LocalOutput:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise UsageError(f"cannot write to --out {self.folder} ({exc.strerror}); choose a writable folder") from None
+            raise UsageError(f"cannot write to --out {self.folder} ({exc.strerror}); "
+                             "choose a writable folder") from None
 
     def read_text(self, name: str) -> str | None:
         try:
@@ -130,7 +131,8 @@ class RemoteOutput:
             self.remove(probe)
         except OSError as exc:
             raise UsageError(f"cannot write to --out {self.url} ({exc}); check the URL and the credentials "
-                             "(for s3: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for other stores)") from None
+                             "(for s3: AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for other "
+                             "stores)") from None
 
     def read_text(self, name: str) -> str | None:
         try:

@@ -70,7 +70,8 @@ def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bo
     model.to(torch_device).eval()
     stats = ckpt["stats"]
     return Predictor(model, list(ckpt["labels"]), from_dict(AudioConfig, ckpt["audio"], "audio"),
-                     BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device, pick_amp("auto", torch_device), tta,
+                     BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device,
+                     pick_amp("auto", torch_device), tta,
                      int(ckpt.get("train_config", {}).get("train_frames", 0)))
 
 

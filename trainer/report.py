@@ -105,7 +105,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         metrics["windows"] = {"samples": len(scored), "accuracy": float(np.mean(hits)) if hits else float("nan")}
     baseline = majority_baseline(y_true, len(labels))
     metrics["majority_baseline"] = {"class": labels[baseline.pop("class_index")], **baseline}
-    table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in ("precision", "recall", "f1-score", "support")}}
+    columns = ("precision", "recall", "f1-score", "support")
+    table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in columns}}
                           for name in labels]).rename(columns={"f1-score": "f1"})
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
     write_bytes(report / "per_class.csv", table.to_csv(index=False).encode())

@@ -254,7 +254,8 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         raw_model = raw_model.to(memory_format=torch.channels_last)
     model = raw_model
     if world.distributed:  # same initial weights everywhere: DDP broadcasts rank 0's
-        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
     model = torch.compile(model) if cfg.compile else model
     ema = WeightAverage(raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # after DDP's broadcast
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -169,7 +169,8 @@ def test_inspect_summarises_a_shard_folder_and_draws_examples(tmp_path, small_co
     src = make_corpus(tmp_path / "src", per_class=3)
     (src / "low" / "broken.wav").write_bytes(b"")
     out = tmp_path / "out"
-    assert run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config), "--jobs", "1").returncode == 0
+    result = run_module("preprocess", str(src), "--out", str(out), "--config", str(small_config), "--jobs", "1")
+    assert result.returncode == 0
     result = run_module("preprocess", "inspect", str(out))
     assert result.returncode == 0, result.stderr
     for text in ("n_mels", "train", "empty_file", "inspect.png"):

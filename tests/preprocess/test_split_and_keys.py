@@ -54,7 +54,8 @@ def test_keys_have_no_dots_and_only_safe_characters():
 
 def test_keys_are_unique_even_when_sanitised_names_clash():
     clips = [Clip("/x/a b.wav", "a b.wav", "x", split="train"), Clip("/x/a_b.wav", "a_b.wav", "x", split="train"),
-             Clip("/x/a_b.flac", "a_b.flac", "x", split="train"), Clip("/x/a_b_aug1.wav", "a_b_aug1.wav", "x", split="train")]
+             Clip("/x/a_b.flac", "a_b.flac", "x", split="train"),
+             Clip("/x/a_b_aug1.wav", "a_b_aug1.wav", "x", split="train")]
     keys = assign_keys(clips, {c.path: 1 for c in clips})
     family = [k for c in clips for k in (keys[c.path], keys[c.path] + "_aug1")]
     assert len(set(family)) == len(family)

@@ -61,7 +61,8 @@ def test_a_foreign_checkpoint_is_refused(trained, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     torch.save({"state_dict": {}}, other / "best.pt")
-    result = run_module("trainer", "predict", str(other), "--input", str(trained["test"]), "--out", str(tmp_path / "x.csv"))
+    result = run_module("trainer", "predict", str(other), "--input", str(trained["test"]),
+                        "--out", str(tmp_path / "x.csv"))
     assert result.returncode == 2 and "not a melshard-checkpoint/1 checkpoint" in result.stderr
 
 

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from bench.decode_formats import ENCODED, write_encoded
 from preprocess.plan import MAX_KEY
 from shared.manifest import read_manifest
-from bench.decode_formats import ENCODED, write_encoded
 from shared.shardio import iter_samples
 from tests.audio_fixtures import run_module, tone, write_tiny_config
 

@@ -52,7 +52,8 @@ def test_an_undecodable_input_goes_to_the_errors_file_and_exit_1(trained, tmp_pa
 
 
 def test_evaluate_writes_every_report_file_and_matches_sklearn(trained):
-    result = run_module("trainer", "evaluate", str(trained["run"]), "--shards", str(trained["shards"]), "--split", "val")
+    result = run_module("trainer", "evaluate", str(trained["run"]), "--shards", str(trained["shards"]),
+                        "--split", "val")
     assert result.returncode == 0, result.stderr
     report = trained["run"] / "report"
     for name in ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png",
