@@ -29,7 +29,7 @@ from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
 
-RUN_KEYS = ("src", "out", "test", "jobs", "overwrite")
+RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sr", type=int, help="sample rate of the features (default 22050)")
     parser.add_argument("--duration", type=float, help="clip length in seconds (default 5.0)")
     parser.add_argument("--n-mels", type=int, help="mel bands (default 128)")
-    parser.add_argument("--backend", choices=["local", "dask"], default="local",
-                        help="where shard jobs run: local joblib processes, or a dask.distributed cluster")
+    parser.add_argument("--backend", choices=["local", "dask"],
+                        help="where shard jobs run: local joblib processes (default), or a dask.distributed cluster")
     parser.add_argument("--scheduler", help="with --backend dask: the scheduler address, e.g. tcp://HOST:8786")
     return parser
 
@@ -89,7 +89,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     return resolve_options(data, given, args.backend, args.scheduler)
 
 
-def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str = "local",
+def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | None = None,
                     scheduler: str | None = None) -> tuple[RunOptions, PreprocessConfig]:
     """TOML-shaped `data` (top-level keys, `[audio]` and `[augment]` tables) overridden by the flat
     `given` options (None: not given; names as in `NESTED`) -> run options and a validated config."""
@@ -108,6 +108,10 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str = 
             data[key] = value
     run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
     cfg = from_dict(PreprocessConfig, data)
+    backend = backend or run_values.get("backend") or "local"  # the command line wins over the TOML
+    given_scheduler, scheduler = scheduler, scheduler or run_values.get("scheduler")
+    if backend not in ("local", "dask"):
+        raise UsageError(f"backend must be local or dask, got {backend!r}")
     if not run_values.get("src"):
         raise UsageError("no SRC given; pass a folder of class subfolders or a CSV (or src in --config)")
     src = Path(run_values["src"])
@@ -122,8 +126,10 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str = 
         # Cluster workers resolve paths on their own machines: hand them absolute ones.
         src, test = src.resolve(), test.resolve() if test else None
         out = out.resolve() if isinstance(out, Path) else out
-    elif scheduler:
+    elif given_scheduler:
         raise UsageError("--scheduler is for --backend dask; add --backend dask or drop --scheduler")
+    else:
+        scheduler = None  # a TOML scheduler waits for backend = "dask"
     return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), backend, scheduler), cfg
 
 
@@ -175,9 +181,11 @@ def inspect_main(argv: list[str]) -> int:
 
     try:
         inspect(Path(args.folder))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (UsageError, DataError, OSError) as exc:  # a damaged manifest or shard: one line, as everywhere
+        status = report(exc, "rerun the same command")
+        if status is None:
+            raise
+        return status
     return 0
 
 

@@ -226,3 +226,19 @@ def test_labels_in_a_test_csv_never_lose_test_clips(tmp_path, small_config):
     notes = [line for line in result.stderr.splitlines() if "test clip" in line]
     assert len(notes) == 1 and "3 test clip(s)" in notes[0] and "'unknown'" in notes[0]
     assert "unseen_label" not in (out / "errors.csv").read_text()
+
+
+def test_backend_and_scheduler_come_from_toml_too(tmp_path):
+    from preprocess.cli import build_parser, resolve
+    from shared.errors import UsageError
+
+    (tmp_path / "src").mkdir()
+    config = tmp_path / "p.toml"
+    config.write_text('backend = "dask"\nscheduler = "tcp://127.0.0.1:8786"\n')
+    opts, _ = resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config)]))
+    assert (opts.backend, opts.scheduler) == ("dask", "tcp://127.0.0.1:8786")
+    opts, _ = resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config), "--backend", "local"]))
+    assert (opts.backend, opts.scheduler) == ("local", None)  # the command line wins
+    config.write_text('backend = "dask"\n')
+    with pytest.raises(UsageError, match="needs --scheduler"):
+        resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config)]))
