@@ -124,7 +124,7 @@ def read_both(data: bytes, one_way: bool):
     return theirs, mine
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(entries=samples(), fmt=st.sampled_from(sorted(FORMATS)), one_way=st.booleans(),
        global_pax=st.sampled_from([None, {"comment": "0123abcd"}, {"comment": "ünï", "mtime": "1.5"}]))
 def test_the_reader_reads_every_tar_as_webdataset_does(entries, fmt, one_way, global_pax):
