@@ -40,6 +40,7 @@ from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.elastic import restore_position
 from trainer.evaluation import evaluate_batches
+from trainer.plan import rng_seed
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
 
@@ -60,10 +61,6 @@ class State:
     history: list[dict[str, float]] = field(default_factory=list)
     # running sums of the epoch in progress, so a mid-epoch resume reports the same figures
     sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "n": 0.0})
-
-
-def step_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _rng_states() -> dict[str, Any]:
@@ -161,7 +158,7 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
     cfg, device = s.cfg, s.device
     # Under DDP each rank draws differently (its own dropout masks, MixUp pairs) but reproducibly.
     parts = (cfg.seed, state.epoch, state.step) + ((s.world.rank,) if s.world.distributed else ())
-    seed = step_seed(*parts)
+    seed = rng_seed(*parts)
     torch.manual_seed(seed)  # dropout: a pure function of (seed, epoch, step)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
