@@ -284,23 +284,18 @@ def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: Prepro
     }
 
 
-def train_clips_per_class(plan: list[ShardJob]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job in plan:
-        if job.split == "train":
-            for item in job.items:
-                counts[item.label or ""] = counts.get(item.label or "", 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def train_copies_per_class(plan: list[ShardJob]) -> dict[str, int]:
-    """Augmented copies written per train class (what `balance_classes` added shows here)."""
+def train_counts(plan: list[ShardJob]) -> tuple[dict[str, int], dict[str, int]]:
+    """(clips, augmented copies) per train class, from the plan (what `balance_classes` added
+    shows in the copies)."""
+    clips: dict[str, int] = {}
     copies: dict[str, int] = {}
     for job in plan:
         if job.split == "train":
             for item in job.items:
-                copies[item.label or ""] = copies.get(item.label or "", 0) + item.copies
-    return dict(sorted(copies.items()))
+                label = item.label or ""
+                clips[label] = clips.get(label, 0) + 1
+                copies[label] = copies.get(label, 0) + item.copies
+    return dict(sorted(clips.items())), dict(sorted(copies.items()))
 
 
 # A train split whose largest class has more than this many times the clips of its smallest.
@@ -336,7 +331,8 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     notes: list[str] = []
     clips, rejections, labels = gather_inputs(opts, cfg, notes)
     plan = plan_shards(clips, labels, cfg)
-    notes += imbalance_notes(train_clips_per_class(plan), cfg.augment.balance_classes)
+    train_clips, train_copies = train_counts(plan)
+    notes += imbalance_notes(train_clips, cfg.augment.balance_classes)
     out = output(opts.out)
     out.prepare()
 
@@ -369,7 +365,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         total = total_clips + len(rejections)
         manifest = build_manifest(ordered, labels, cfg, total, len(errors))
         if "train" in manifest["splits"]:
-            manifest["splits"]["train"]["copies_per_class"] = train_copies_per_class(plan)
+            manifest["splits"]["train"]["copies_per_class"] = train_copies
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
         out.write(ERRORS, _errors_csv(errors))
