@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -207,14 +208,31 @@ def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[s
 # running
 
 
+# Starting a worker process (an interpreter, its imports, the first FFT plan) costs about 0.6 s
+# of a core, what a worker spends on about a hundred clips: a worker is started for each
+# POOL_SAMPLES samples of work (clips plus augmented copies), up to --jobs. A smaller run, and
+# any run of one shard, is done in this process; the output is the same byte for byte.
+# MELSHARD_POOL_SAMPLES overrides it (1: always --jobs workers when there are that many shards).
+POOL_SAMPLES = 256
+POOL_BYTES = 256 * 2**20  # input bytes that count as that much work (long recordings, --segment)
+
+
+def pool_size(pending: list[ShardJob], jobs: int) -> int:
+    """Processes for `pending`, at most `jobs`: 1 means this process, no pool."""
+    per_worker = max(1, int(os.environ.get("MELSHARD_POOL_SAMPLES", POOL_SAMPLES)))
+    size = sum(item.size or 0 for job in pending for item in job.items)
+    work = max(sum(job.samples for job in pending), size / POOL_BYTES * POOL_SAMPLES)  # in samples
+    return max(1, min(jobs, len(pending), math.ceil(work / per_worker)))
+
+
 def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, jobs: int,
              scheduler: str | None = None) -> Iterator[dict]:
     """Shard records as workers finish them: on a dask cluster when `scheduler` is given, else in
-    local processes (in-process when one job is enough)."""
+    `jobs` local processes (in this process when `jobs` is 1)."""
     if scheduler:
         yield from _run_on_dask(pending, cfg, out, scheduler)
         return
-    if jobs == 1 or len(pending) <= 1:
+    if jobs == 1:
         for job in pending:
             yield write_shard(job, cfg, str(out))
         return
@@ -222,7 +240,7 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, jobs: 
     with parallel_config(backend="loky", inner_max_num_threads=1):
         # One shard per dispatch: shards are seconds of work each, and joblib's automatic batching
         # can hand one worker a long tail of them while the other idles.
-        parallel = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered", batch_size=1)
+        parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
         yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
 
 
@@ -350,6 +368,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
             out.remove(MANIFEST)  # present only when everything is
         done_clips = sum(len(j.items) for j in plan if j.name in records)
         total_clips = sum(len(j.items) for j in plan)
+        jobs = pool_size(pending, jobs)
         try:
             for record in track(run_jobs(pending, cfg, out, jobs, opts.scheduler if opts.backend == "dask" else None),
                                 total_clips, done_clips, console):

@@ -90,7 +90,7 @@ def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, j
         rate = "nothing to process: every shard was verified and kept"
     else:
         done = inputs["total"] if processed is None else processed
-        rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} jobs"
+        rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} process{'es' if jobs > 1 else ''}"
     console.print(f"{inputs['total']} inputs: {inputs['written']} written, {inputs['rejected']} "
                   f"rejected; {samples} samples in {seconds:.1f} s ({rate})")
     if inputs.get("cropped"):

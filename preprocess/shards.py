@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,10 +129,36 @@ class _BandStats:
         return {"sum": self.sum.tolist(), "sumsq": self.sumsq.tolist(), "frames": self.frames}
 
 
+class TarSink:
+    """Samples into an uncompressed tar stream, member for member and byte for byte as
+    `webdataset.TarWriter(handle, encoder=False, mtime=TAR_MTIME)` writes them (members sorted
+    by extension, mode 0444, owner "bigdata"). Written with `tarfile` directly because importing
+    webdataset imports torch: over a second of every worker's start, for this loop.
+    tests/preprocess/test_tar_sink.py holds the bytes equal to TarWriter's."""
+
+    def __init__(self, handle):
+        self._tar = tarfile.open(fileobj=handle, mode="w|")
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        key = sample["__key__"]
+        for ext in sorted(sample):
+            if ext.startswith("_"):
+                continue
+            data = sample[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def __enter__(self) -> TarSink:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._tar.close()
+
+
 def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any]:
     """Write `job`'s shard under `out` (a folder or an fsspec URL) and return (and journal) its record."""
-    import webdataset as wds  # imported here: the parent never needs it
-
     tune_allocator()
     limit_threads()
     target = output(out)
@@ -142,7 +169,7 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
     cropped_s = 0.0
     with target.open_shard(job.name) as handle:
         hashed = _HashingWriter(handle)
-        with wds.TarWriter(hashed, encoder=False, mtime=TAR_MTIME) as sink:
+        with TarSink(hashed) as sink:
             for item in job.items:
                 try:
                     samples, dropped = _item_samples(item, cfg)

@@ -7,7 +7,6 @@ import math
 from collections import Counter
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from shared.errors import UsageError
 from shared.sources import Clip
@@ -34,9 +33,50 @@ def _val_mask(labels: list[str], fraction: float, seed: int, n_val: int) -> np.n
         return mask
     counts = Counter(labels)
     stratify = labels if min(counts.values()) >= 2 and n_val >= len(counts) else None
-    _, val = train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=stratify)
-    mask[val] = True
+    mask[val_indices(n, n_val, seed, stratify)] = True
     return mask
+
+
+# `val_indices` draws exactly the test indices of scikit-learn's
+# `train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=labels)`: the same
+# random calls on the same RandomState in the same order. It is copied (30 lines) because importing
+# sklearn.model_selection costs about a second of every preprocessing run's start (it pulls in
+# scipy.stats), which is half of a small run. tests/preprocess/test_split_properties.py holds the
+# two equal on generated label lists, class counts, fractions and seeds.
+
+
+def val_indices(n: int, n_val: int, seed: int, stratify: list[str] | None) -> np.ndarray:
+    """The `n_val` validation indices of `n` clips: a seeded shuffle, stratified by `stratify`
+    (every class at least 2 clips, and `n_val` and `n - n_val` at least the class count)."""
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        return rng.permutation(n)[:n_val]
+    _, y_indices, class_counts = np.unique(np.asarray(stratify), return_inverse=True, return_counts=True)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n - n_val, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_val, rng)
+    val: list[int] = []
+    for i in range(len(class_counts)):
+        permuted = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        val.extend(permuted[n_i[i] : n_i[i] + t_i[i]])
+    return np.asarray(val, dtype=np.intp)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws closest to proportional, ties broken by `rng` (sklearn's _approximate_mode)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 def group_val_mask(labels: list[str], groups: list[str], fraction: float, seed: int) -> np.ndarray:

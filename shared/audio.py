@@ -26,6 +26,7 @@ import soundfile as sf
 import soxr
 
 from shared.config import AudioConfig
+from shared.melscale import mel_filterbank
 
 # Formats libsndfile decodes itself (soundfile wheels ship a libsndfile with mp3 support).
 SOUNDFILE_EXTENSIONS = frozenset(
@@ -477,12 +478,9 @@ def file_to_mels(path: str | Path, cfg: AudioConfig) -> list[tuple[float, np.nda
 @functools.lru_cache(maxsize=16)
 def _tables(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
     """Periodic Hann window and Slaney mel filterbank for a config, built once per process."""
-    from librosa.filters import mel as mel_filters
-
     n = np.arange(cfg.n_fft)
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.n_fft)).astype(np.float32)
-    basis = mel_filters(sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
-                        fmax=cfg.fmax, dtype=np.float32)
+    basis = mel_filterbank(cfg.sr, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     return window, np.ascontiguousarray(basis)
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from webdataset.tariterators import base_plus_ext
 
 from shared.errors import DataError
 
@@ -46,6 +45,16 @@ GNU_TYPES = frozenset({GNU_LONG_NAME, GNU_LONG_LINK, GNU_SPARSE})
 # webdataset skips metadata members named like `__meta__` (tar_file_iterator's skip_meta).
 _META = re.compile(r"__[^/]*__($|/)")
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+# webdataset's key/extension split (tariterators.base_plus_ext), copied because importing
+# webdataset imports torch (over a second): a preprocessing run, which only writes shards and
+# checks them, would pay it for one regular expression. tests/shared/test_shardio.py holds the two equal.
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def base_plus_ext(name: str) -> tuple[str, str] | tuple[None, None]:
+    """(key, extensions) of a member name as webdataset splits it; (None, None) without a dot."""
+    match = _KEY_EXT.match(name)
+    return (match.group(1), match.group(2)) if match else (None, None)
 
 
 class ShardError(DataError, ValueError):

@@ -12,8 +12,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from shared.audio import AUDIO_EXTENSIONS
 from shared.errors import UsageError
 
@@ -122,6 +120,8 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
 
     Comma, tab and semicolon separators are all read (`sniff_delimiter`), whatever the extension.
     """
+    import pandas as pd  # here: a folder corpus, and every preprocessing worker, never needs it
+
     try:
         sep = sniff_delimiter(csv_path)
         table = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)

@@ -30,6 +30,7 @@ import math
 import numpy as np
 import torch
 
+from shared import melscale
 from shared.config import AudioConfig, TrainConfig
 
 
@@ -64,7 +65,7 @@ def random_eq(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -
     tilt = (torch.rand(batch, 1, generator=generator) * 2 - 1) * cfg.eq_db
     bow = (torch.rand(batch, 1, generator=generator) * 2 - 1) * (cfg.eq_db / 2)
     curve = tilt * position + bow * (2 * position.square() - 1)  # first two Chebyshev polynomials
-    return mel.float() + curve[:, :, None].to(mel.device)
+    return mel.float() + curve[:, :, None].to(mel.device, non_blocking=True)
 
 
 def _masks(count: int, width: int, size: int, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -83,8 +84,8 @@ def spec_augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) 
     if not (cfg.freq_masks or cfg.time_masks):
         return x
     batch, _, n_mels, frames = x.shape
-    freq = _masks(cfg.freq_masks, cfg.freq_mask_width, n_mels, batch, generator).to(x.device)
-    time = _masks(cfg.time_masks, cfg.time_mask_width, frames, batch, generator).to(x.device)
+    freq = _masks(cfg.freq_masks, cfg.freq_mask_width, n_mels, batch, generator).to(x.device, non_blocking=True)
+    time = _masks(cfg.time_masks, cfg.time_mask_width, frames, batch, generator).to(x.device, non_blocking=True)
     return x.masked_fill(freq[:, None, :, None] | time[:, None, None, :], 0.0)
 
 
@@ -150,7 +151,7 @@ def time_shift_crop(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Genera
 def shift_crop_by(mel: torch.Tensor, start: torch.Tensor, shift: torch.Tensor, frames: int) -> torch.Tensor:
     """`frames` frames from `start[b]`, content moved later by `shift[b]` frames (floor filling)."""
     source = start[:, None] + torch.arange(frames)[None, :] - shift[:, None]
-    return take_frames(mel, source.to(mel.device, torch.float32), whole=True)
+    return take_frames(mel, source.to(mel.device, torch.float32, non_blocking=True), whole=True)
 
 
 def time_stretch(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -167,7 +168,7 @@ def stretch_by(mel: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     total = mel.shape[-1]
     centre = (total - 1) / 2
     source = centre + (torch.arange(total, dtype=torch.float32)[None, :] - centre) / factor[:, None].float()
-    return take_frames(mel, source.to(mel.device))
+    return take_frames(mel, source.to(mel.device, non_blocking=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,21 +178,17 @@ def stretch_by(mel: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=8)
 def _mel_centres(audio: AudioConfig) -> np.ndarray:
     """Centre frequencies (Hz) of the config's mel bands: the filterbank's peaks."""
-    import librosa
-
     fmax = audio.fmax if audio.fmax is not None else audio.sr / 2
-    return librosa.mel_frequencies(audio.n_mels + 2, fmin=audio.fmin, fmax=fmax)[1:-1]
+    return melscale.mel_frequencies(audio.n_mels + 2, audio.fmin, fmax)[1:-1]
 
 
 def warp_index(alpha: np.ndarray, audio: AudioConfig) -> torch.Tensor:
     """`[B, M]` fractional source band for each target band: band k of the warped clip holds
     what the original had at f_k / alpha (f -> alpha f), located on the config's mel scale
     (band centres are equally spaced in mel), clamped to the outermost bands."""
-    import librosa
-
     centres = _mel_centres(audio)
-    mels = librosa.hz_to_mel(centres)
-    source = librosa.hz_to_mel(centres[None, :] / np.asarray(alpha, np.float64)[:, None])
+    mels = melscale.hz_to_mel(centres)
+    source = melscale.hz_to_mel(centres[None, :] / np.asarray(alpha, np.float64)[:, None])
     index = (source - mels[0]) / ((mels[-1] - mels[0]) / max(len(mels) - 1, 1))
     snapped = np.round(index)
     index = np.where(np.abs(index - snapped) < 1e-6, snapped, index)  # alpha 1: exactly the identity
@@ -211,7 +208,7 @@ def freq_warp(mel: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, a
 def warp_by(mel: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Bands read at fractional band `index[b, k]` (linear interpolation along the mel axis)."""
     n_frames = mel.shape[-1]
-    index = index.to(mel.device)
+    index = index.to(mel.device, non_blocking=True)
     base = index.floor()
     weight = (index - base)[:, :, None]
     top = mel.shape[1] - 1
@@ -225,10 +222,7 @@ def warp_by(mel: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def noise_profiles(audio: AudioConfig) -> torch.Tensor:
     """`[2, M]` mel power of white (flat) and pink (1/f) noise through the config's own mel
     filterbank, each scaled to mean 1 over the bands."""
-    import librosa
-
-    basis = librosa.filters.mel(sr=audio.sr, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.fmin,
-                                fmax=audio.fmax)
+    basis = melscale.mel_filterbank(audio.sr, audio.n_fft, audio.n_mels, audio.fmin, audio.fmax)
     freqs = np.fft.rfftfreq(audio.n_fft, 1.0 / audio.sr)
     pink = 1.0 / np.maximum(freqs, freqs[1])
     profiles = np.stack([basis @ np.ones_like(freqs), basis @ pink])
@@ -256,8 +250,8 @@ def noise_by(mel: torch.Tensor, snr_db: torch.Tensor, pink: torch.Tensor, on: to
     costs less than selecting them. exp/log in place: each pass over the batch counts on a CPU."""
     device = mel.device
     power = mel.float().mul(math.log(10.0) / 10.0).exp_()  # 10^(dB / 10); stored dB >= -100, so > 0
-    scale = power.mean(dim=(1, 2)) / torch.pow(10.0, snr_db.to(device) / 10.0) * on.to(device)
-    profile = noise_profiles(audio)[pink.long()].to(device)  # [B, M]
+    scale = power.mean(dim=(1, 2)) / torch.pow(10.0, snr_db.to(device, non_blocking=True) / 10.0) * on.to(device, non_blocking=True)
+    profile = noise_profiles(audio)[pink.long()].to(device, non_blocking=True)  # [B, M]
     out = power.add_((profile * scale[:, None])[:, :, None]).log_().mul_(10.0 / math.log(10.0))
     if audio.db_reference == "clip_max":
         out -= out.amax(dim=(1, 2), keepdim=True)

@@ -16,7 +16,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from preprocess.split import assign_splits
+from preprocess.split import assign_splits, val_indices
 from shared.errors import UsageError
 from shared.sources import Clip
 
@@ -126,6 +126,25 @@ def test_without_groups_the_split_is_stratified_where_it_can_be(case):
 
 # ---------------------------------------------------------------------------------------------
 # end to end: every input row is a sample or a row of errors.csv, exactly once
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.integers(2, 40), min_size=1, max_size=12), st.floats(0.01, 0.95), st.integers(0, 2**32 - 1),
+       st.booleans(), st.randoms(use_true_random=False))
+def test_validation_indices_equal_sklearns_train_test_split(counts, fraction, seed, stratified, shuffle):
+    """val_indices draws the validation set train_test_split draws, index for index."""
+    from sklearn.model_selection import train_test_split
+
+    labels = [f"class{c:02d}" for c, k in enumerate(counts) for _ in range(k)]
+    shuffle.shuffle(labels)  # classes interleaved as a listing gives them
+    n = len(labels)
+    n_val = max(1, min(n - 1, int(round(n * fraction))))
+    stratify = labels if stratified else None
+    if stratified and (n_val < len(counts) or n - n_val < len(counts)):
+        stratify = None  # what _val_mask does when stratification cannot hold
+    _, expected = train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=stratify)
+    got = val_indices(n, n_val, seed, stratify)
+    assert sorted(got.tolist()) == sorted(expected.tolist())
 
 
 @st.composite

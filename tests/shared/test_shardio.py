@@ -13,9 +13,10 @@ import tarfile
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from webdataset.tariterators import base_plus_ext as wds_base_plus_ext
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from shared.shardio import PICKLED, ShardError, iter_samples, iter_stream, required_members
+from shared.shardio import PICKLED, ShardError, base_plus_ext, iter_samples, iter_stream, required_members
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 
@@ -139,6 +140,12 @@ def test_the_reader_reads_every_tar_as_webdataset_does(entries, fmt, one_way, gl
         assert isinstance(mine, ShardError) and "appears twice" in str(mine), (theirs, mine)
     else:
         assert mine == theirs
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(st.sampled_from("ab./_-é字 \n"), max_size=40) | st.text(max_size=60))
+def test_member_names_split_into_key_and_extension_as_webdataset_splits_them(name):
+    assert base_plus_ext(name) == tuple(wds_base_plus_ext(name))
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
