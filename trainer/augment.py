@@ -5,7 +5,8 @@ clip 80 times and multiply the shards' size; these work on the stored log-mels (
 milliseconds per batch, and draw every number from the generator the loop seeds per (seed,
 epoch, step), so a resumed run draws the same numbers. Each is off by default and then draws
 nothing, so runs that do not ask for one are unchanged. Each is one batched tensor operation
-(gathers, interpolation, elementwise power arithmetic): no per-sample Python loop.
+(gathers, interpolation, elementwise power arithmetic): no per-sample Python loop. The numbers
+are drawn on the host and copied to the device without waiting for it (`non_blocking`).
 
 Order in a training step (`augment_mels`, then the loop):
 
@@ -250,7 +251,8 @@ def noise_by(mel: torch.Tensor, snr_db: torch.Tensor, pink: torch.Tensor, on: to
     costs less than selecting them. exp/log in place: each pass over the batch counts on a CPU."""
     device = mel.device
     power = mel.float().mul(math.log(10.0) / 10.0).exp_()  # 10^(dB / 10); stored dB >= -100, so > 0
-    scale = power.mean(dim=(1, 2)) / torch.pow(10.0, snr_db.to(device, non_blocking=True) / 10.0) * on.to(device, non_blocking=True)
+    snr, on = snr_db.to(device, non_blocking=True), on.to(device, non_blocking=True)
+    scale = power.mean(dim=(1, 2)) / torch.pow(10.0, snr / 10.0) * on
     profile = noise_profiles(audio)[pink.long()].to(device, non_blocking=True)  # [B, M]
     out = power.add_((profile * scale[:, None])[:, :, None]).log_().mul_(10.0 / math.log(10.0))
     if audio.db_reference == "clip_max":
