@@ -77,7 +77,21 @@ class LocalOutput:
     def remove(self, name: str) -> None:
         (self.folder / name).unlink(missing_ok=True)
 
-    def problem(self, name: str, size: int, sha256: str) -> str | None:
+    def stamp(self, name: str) -> list[int] | None:
+        """(size, mtime, inode) of a written file: what a rerun compares instead of rehashing."""
+        try:
+            st = (self.folder / name).stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def problem(self, name: str, size: int, sha256: str, stamp: list[int] | None = None) -> str | None:
+        """Why `name` is not the finished shard its journal describes, or None. A shard whose
+        size, mtime and inode are still those journaled right after it was written is taken as
+        it is (a rerun then costs a `stat` per finished shard, not a read of every byte); any
+        other is hashed and read through. Training and `inspect` always hash every shard."""
+        if stamp is not None and self.stamp(name) == stamp:
+            return None
         return shard_problem(self.folder / name, size, sha256)
 
     def remove_temporaries(self) -> None:
@@ -171,7 +185,10 @@ class RemoteOutput:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(name))
 
-    def problem(self, name: str, size: int, sha256: str) -> str | None:
+    def stamp(self, name: str) -> list[int] | None:
+        return None
+
+    def problem(self, name: str, size: int, sha256: str, stamp: list[int] | None = None) -> str | None:
         """Size only: an object was uploaded whole or not at all, and hashing would download it."""
         try:
             actual = self.fs.info(self._path(name))["size"]

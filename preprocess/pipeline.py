@@ -197,7 +197,7 @@ def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[s
     try:
         record = json.loads(out.read_text(journal_name(job.name)) or "null")
         if (record and record.get("fingerprint") == job_fingerprint(job, cfg)
-                and out.problem(job.name, record["bytes"], record["sha256"]) is None):
+                and out.problem(job.name, record["bytes"], record["sha256"], record.get("stamp")) is None):
             return record
     except (OSError, ValueError, KeyError):
         pass

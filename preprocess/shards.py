@@ -193,7 +193,7 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any
         "name": job.name, "split": job.split, "fingerprint": job_fingerprint(job, cfg),
         "samples": samples_written, "clips": clips, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
         "per_class": dict(sorted(per_class.items())), "errors": errors, "stats": stats.to_dict(),
-        "cropped": cropped, "cropped_s": round(cropped_s, 3),
+        "cropped": cropped, "cropped_s": round(cropped_s, 3), "stamp": target.stamp(job.name),
     }
     target.write(journal_name(job.name), json_bytes(record))
     return record
