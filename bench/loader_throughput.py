@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import corpus_folder, machine, preprocess  # noqa: E402
-from shared.manifest import read_manifest  # noqa: E402
+from shared.manifest import Manifest, read_manifest  # noqa: E402
 from trainer.data import ShardStream, iter_batches, make_loader, shards_of  # noqa: E402
 
 
@@ -140,8 +140,8 @@ def main() -> None:
     print(f"# loader throughput: {machine()}")
     print(f"# command: python bench/loader_throughput.py --workers {args.workers} --batch-size {args.batch_size}")
 
-    stream = ShardStream(str(shards), shards_of(manifest, "train"), args.batch_size, args.workers, seed=0,
-                         shuffle_buffer=1000)
+    stream = ShardStream(str(shards), shards_of(Manifest.from_dict(manifest), "train"), args.batch_size, args.workers,
+                         seed=0, shuffle_buffer=1000)
     loader = make_loader(stream, pin_memory=False, prefetch_factor=4)
     stream.start_epoch(0)
     rate(iter_batches(loader), stream.samples)  # warm-up: workers start, page cache fills

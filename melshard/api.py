@@ -24,6 +24,7 @@ from shared.audio import array_to_mel, file_to_mel
 from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
 from shared.errors import DataError, UsageError
 from shared.location import location
+from shared.manifest import Manifest
 
 # ---------------------------------------------------------------------------------------------
 # preprocess
@@ -79,7 +80,7 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     console.quiet = not console.is_terminal  # progress=None: a bar on a terminal, else nothing
     with main_process_interrupts():  # Ctrl-C stops the run without a traceback from every worker
         result = run(opts, cfg, console)
-    problem = failure(result.manifest, cfg.max_rejected, opts.out)
+    problem = failure(Manifest.from_dict(result.manifest), cfg.max_rejected, opts.out)
     if problem:
         raise DataError(problem)
     return PreprocessResult(opts.out, result.manifest, pd.DataFrame(result.errors, columns=ERROR_COLUMNS),

@@ -20,6 +20,7 @@ from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import TrainConfig
+from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.loop import train
 from trainer.predict import predict_any, run_predict
@@ -41,7 +42,7 @@ def run_demo(work: Path, quick: bool = False) -> int:
 
     console.rule("1. preprocess")
     result = run(RunOptions(corpus / "train", shards, corpus / "test"), DEMO_CONFIG, console)
-    summary(result.manifest, result.errors, result.seconds, result.jobs, Console())
+    summary(Manifest.from_dict(result.manifest), result.errors, result.seconds, result.jobs, Console())
 
     console.rule("2. train")
     cfg = QUICK_TRAIN if quick else DEMO_TRAIN

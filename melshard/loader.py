@@ -27,44 +27,47 @@ from torch.utils.data import DataLoader
 from shared.config import AudioConfig, PreprocessConfig
 from shared.errors import UsageError
 from shared.location import location
-from shared.manifest import audio_config, config_from_manifest, read_manifest
+from shared.manifest import Manifest
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, shards_of
 
 
 class Shards:
     """A finished shard folder (a path, or a URL such as `s3://bucket/shards`).
 
-    Reading it reads only `manifest.json`; a missing or foreign manifest raises `UsageError`.
+    Reading it reads only `manifest.json` (`.manifest`, a `shared.manifest.Manifest`); a missing
+    or foreign manifest raises `UsageError`.
     """
 
     def __init__(self, path_or_url: str | Path):
         self.location: str | Path = location(str(path_or_url))
-        self.manifest: dict[str, Any] = read_manifest(self.location)
+        self.manifest = Manifest.read(self.location)
 
     @property
     def labels(self) -> list[str]:
         """Class names; a batch's label `i` is `labels[i]` (-1: an unlabeled test clip)."""
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
 
     @property
     def counts(self) -> dict[str, int]:
         """Samples per split (augmented copies included), e.g. {"train": 640, "val": 32}."""
-        return {name: split["samples"] for name, split in self.manifest["splits"].items()}
+        return self.manifest.counts
 
     @property
     def audio(self) -> AudioConfig:
         """The feature settings the shards were made with (pass it to `melshard.features`)."""
-        return audio_config(self.manifest)
+        return self.manifest.audio
 
     @property
     def config(self) -> PreprocessConfig:
         """The whole preprocessing config recorded in the manifest."""
-        return config_from_manifest(self.manifest)
+        return self.manifest.config
 
     @property
     def stats(self) -> dict[str, np.ndarray]:
         """Per-band mel mean and std of the train split (`mel_mean`, `mel_std`, each [n_mels])."""
-        return {key: np.asarray(value, dtype=np.float32) for key, value in self.manifest["stats"].items()}
+        stats = self.manifest.stats
+        return {"mel_mean": np.asarray(stats.mel_mean, dtype=np.float32),
+                "mel_std": np.asarray(stats.mel_std, dtype=np.float32)}
 
     def __repr__(self) -> str:
         return f"Shards({str(self.location)!r}: {len(self.labels)} classes, {self.counts})"
@@ -78,7 +81,7 @@ class Shards:
         shard of the split against the manifest's size and sha256 first (one read of each);
         a damaged one raises `DataError` naming it.
         """
-        if split not in self.manifest["splits"]:
+        if split not in self.manifest.splits:
             raise UsageError(f"{self.location} has no '{split}' split (it has {', '.join(self.counts)})")
         if batch_size < 1 or num_workers < 0 or not 0 <= rank < world:
             raise UsageError(f"need batch_size >= 1, num_workers >= 0 and 0 <= rank < world; got {batch_size}, "
@@ -89,8 +92,8 @@ class Shards:
             good = shards_of(self.manifest, split)
         stream = ShardStream(str(self.location), good, batch_size, num_workers, seed,
                              shuffle_buffer if shuffle else 0, rank=rank, world=world)
-        stats = self.manifest["stats"]
-        norm = BandNorm(stats["mel_mean"], stats["mel_std"], torch.device(device)) if normalise else None
+        stats = self.manifest.stats
+        norm = BandNorm(stats.mel_mean, stats.mel_std, torch.device(device)) if normalise else None
         return ShardLoader(stream, num_workers, norm, torch.device(device))
 
 

@@ -28,6 +28,7 @@ from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dic
 from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
+from shared.manifest import Manifest
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
 
@@ -133,12 +134,12 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | 
     return RunOptions(src, out, test, jobs, bool(run_values.get("overwrite")), backend, scheduler), cfg
 
 
-def failure(manifest: dict[str, Any], max_rejected: float, out: Path | str) -> str | None:
+def failure(manifest: Manifest, max_rejected: float, out: Path | str) -> str | None:
     """Why a finished run counts as failed (nothing written, or too many inputs rejected), or None."""
-    inputs = manifest["inputs"]
-    if inputs["written"] == 0:
+    inputs = manifest.inputs
+    if inputs.written == 0:
         return f"no sample was written; see {out}/errors.csv"
-    share = inputs["rejected"] / inputs["total"]
+    share = inputs.rejected / inputs.total
     if share > max_rejected:
         return (f"{share:.0%} of inputs were rejected (more than --max-rejected "
                 f"{max_rejected}); see {out}/errors.csv")
@@ -218,11 +219,12 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
         if status is None:
             raise
         return status
-    summary(result.manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
+    manifest = Manifest.from_dict(result.manifest)
+    summary(manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")
     print(f"wrote {opts.out}/manifest.json and {opts.out}/errors.csv")
-    problem = failure(result.manifest, cfg.max_rejected, opts.out)
+    problem = failure(manifest, cfg.max_rejected, opts.out)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1

@@ -19,33 +19,34 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from preprocess.pipeline import imbalance_notes  # noqa: E402
+from shared.config import AudioConfig  # noqa: E402
 from shared.integrity import check_shards, describe_loss  # noqa: E402
-from shared.manifest import ERRORS, read_manifest  # noqa: E402
+from shared.manifest import ERRORS, Manifest  # noqa: E402
 from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
 from shared.sources import SPLITS  # noqa: E402
 
 PER_CLASS = 4
 
 
-def _examples(folder: Path, manifest: dict, per_class: int, damaged: set[str]) -> dict[str, list[np.ndarray]]:
+def _examples(folder: Path, manifest: Manifest, per_class: int, damaged: set[str]) -> dict[str, list[np.ndarray]]:
     """Up to `per_class` original (un-augmented) mels per class, from the train split's sound shards."""
     import json
 
-    wanted = {name: [] for name in manifest["labels"]}
-    for shard in manifest["splits"].get("train", {}).get("shards", []):
-        if shard["name"] in damaged:
+    wanted = {name: [] for name in manifest.labels}
+    for shard in manifest.shards("train"):
+        if shard.name in damaged:
             continue
-        for sample in iter_samples(folder / shard["name"], required=required_members(shard["name"])):
+        for sample in iter_samples(folder / shard.name, required=required_members(shard.name)):
             meta = json.loads(sample["json"])
             label = meta.get("label")
             if label in wanted and meta.get("copy", 0) == 0 and len(wanted[label]) < per_class:
-                wanted[label].append(decode_npy(sample["mel.npy"], shard["name"]).astype(np.float32))
+                wanted[label].append(decode_npy(sample["mel.npy"], shard.name).astype(np.float32))
         if all(len(v) >= per_class for v in wanted.values()):
             break
     return wanted
 
 
-def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: dict) -> None:
+def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioConfig) -> None:
     rows = [name for name, mels in examples.items() if mels]
     columns = max((len(examples[name]) for name in rows), default=1)
     figure, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns + 1.2, 1.6 * len(rows) + 0.8),
@@ -59,7 +60,7 @@ def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: dict) ->
                 ax.imshow(examples[name][c], origin="lower", aspect="auto", cmap="magma")
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
-    figure.suptitle(f"log-mel examples ({audio['n_mels']} mels x {audio['duration_s']} s at {audio['sr']} Hz)")
+    figure.suptitle(f"log-mel examples ({audio.n_mels} mels x {audio.duration_s} s at {audio.sr} Hz)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -67,45 +68,45 @@ def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: dict) ->
 
 def inspect(folder: Path, console: Console | None = None) -> Path:
     console = console or Console()
-    manifest = read_manifest(folder)
-    audio = manifest["audio"]
+    manifest = Manifest.read(folder)
+    audio = manifest.audio
     config = Table(title="features", show_header=False)
     for key in ("sr", "duration_s", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "db_reference"):
-        config.add_row(key, str(audio.get(key)))
-    config.add_row("augment copies", str(manifest["augment"]["copies"]))
-    config.add_row("seed", str(manifest["seed"]))
+        config.add_row(key, str(getattr(audio, key)))
+    config.add_row("augment copies", str(manifest.augment.copies))
+    config.add_row("seed", str(manifest.seed))
     console.print(config)
 
-    splits = {name: manifest["splits"][name] for name in SPLITS if name in manifest["splits"]}
+    splits = {name: manifest.splits[name] for name in SPLITS if name in manifest.splits}
     counts = Table(title="samples per split and class")
     counts.add_column("class")
     for split in splits:
         counts.add_column(split, justify="right")
-    for name in manifest["labels"]:
-        counts.add_row(name, *(str(s["per_class"].get(name, 0)) for s in splits.values()))
-    counts.add_row("total", *(str(s["samples"]) for s in splits.values()), style="bold")
+    for name in manifest.labels:
+        counts.add_row(name, *(str(s.per_class.get(name, 0)) for s in splits.values()))
+    counts.add_row("total", *(str(s.samples) for s in splits.values()), style="bold")
     console.print(counts)
 
     sizes = Table(title="shards")
     for column in ("split", "shards", "samples/shard", "MB/shard", "total MB"):
         sizes.add_column(column, justify="left" if column == "split" else "right")
     for split, info in splits.items():
-        mb = [s["bytes"] / 2**20 for s in info["shards"]]
-        per = [s["samples"] for s in info["shards"]]
+        mb = [s.bytes / 2**20 for s in info.shards]
+        per = [s.samples for s in info.shards]
         sizes.add_row(split, str(len(mb)), f"{min(per)}-{max(per)}", f"{np.mean(mb):.1f}", f"{sum(mb):.1f}")
     console.print(sizes)
 
     train = splits.get("train")
     if train:
-        copies = train.get("copies_per_class", {})
-        clips = {name: count - copies.get(name, 0) for name, count in train["per_class"].items()}
-        for line in imbalance_notes(clips, manifest["augment"].get("balance_classes", False)):
+        copies = train.copies_per_class or {}
+        clips = {name: count - copies.get(name, 0) for name, count in train.per_class.items()}
+        for line in imbalance_notes(clips, manifest.augment.balance_classes):
             console.print(line)
 
-    inputs = manifest["inputs"]
-    console.print(f"inputs: {inputs['total']} total, {inputs['written']} written, {inputs['rejected']} rejected")
+    inputs = manifest.inputs
+    console.print(f"inputs: {inputs.total} total, {inputs.written} written, {inputs.rejected} rejected")
     errors_file = folder / ERRORS
-    if inputs["rejected"] and errors_file.exists():
+    if inputs.rejected and errors_file.exists():
         reasons = Counter(pd.read_csv(errors_file)["reason"])
         rejected = Table(title="rejected inputs by reason")
         rejected.add_column("reason")
@@ -114,8 +115,8 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
             rejected.add_row(reason, str(count))
         console.print(rejected)
 
-    samples = sum(info["samples"] for info in splits.values())
-    bad = [b for split in splits for b in check_shards(folder, splits[split]["shards"], "skip")[1]]
+    samples = sum(info.samples for info in splits.values())
+    bad = [b for split in splits for b in check_shards(folder, splits[split].shards, "skip")[1]]
     if bad:
         console.print(f"[bold red]damaged shards:[/] {describe_loss(bad)}")
     else:

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from shared.manifest import Manifest
+
 PLAIN_EVERY_S = 10.0
 
 
@@ -58,23 +60,22 @@ def len_clips(record: dict[str, Any]) -> int:
     return record["clips"] + len(record["errors"])
 
 
-def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, jobs: int,
+def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: int,
             console: Console, processed: int | None = None) -> None:
     """Samples per split and class, rejected inputs by reason, and throughput (of the `processed`
     clips when given: none for a rerun that only verified finished shards)."""
-    splits = manifest["splits"]
+    splits = manifest.splits
     table = Table(title="samples")
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")
-    names = list(manifest["labels"])
-    for name in names:
-        table.add_row(name, *(str(s["per_class"].get(name, 0)) for s in splits.values()))
-    unlabeled = [str(s["samples"] - sum(s["per_class"].values())) for s in splits.values()]
+    for name in manifest.labels:
+        table.add_row(name, *(str(s.per_class.get(name, 0)) for s in splits.values()))
+    unlabeled = [str(s.samples - sum(s.per_class.values())) for s in splits.values()]
     if any(u != "0" for u in unlabeled):
         table.add_row("(unlabeled)", *unlabeled)
-    table.add_row("total", *(str(s["samples"]) for s in splits.values()), style="bold")
-    table.add_row("shards", *(str(len(s["shards"])) for s in splits.values()))
+    table.add_row("total", *(str(s.samples) for s in splits.values()), style="bold")
+    table.add_row("shards", *(str(len(s.shards)) for s in splits.values()))
     console.print(table)
     if errors:
         reasons = Counter((stage, reason) for _, stage, reason, _ in errors)
@@ -84,17 +85,16 @@ def summary(manifest: dict[str, Any], errors: list[list[str]], seconds: float, j
         for (stage, reason), count in sorted(reasons.items()):
             rejected.add_row(stage, reason, str(count))
         console.print(rejected)
-    inputs = manifest["inputs"]
-    samples = sum(s["samples"] for s in splits.values())
+    inputs = manifest.inputs
+    samples = sum(s.samples for s in splits.values())
     if processed == 0:
         rate = "nothing to process: every shard was verified and kept"
     else:
-        done = inputs["total"] if processed is None else processed
+        done = inputs.total if processed is None else processed
         rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} process{'es' if jobs > 1 else ''}"
-    console.print(f"{inputs['total']} inputs: {inputs['written']} written, {inputs['rejected']} "
+    console.print(f"{inputs.total} inputs: {inputs.written} written, {inputs.rejected} "
                   f"rejected; {samples} samples in {seconds:.1f} s ({rate})")
-    if inputs.get("cropped"):
-        seconds_per_clip = manifest["audio"]["duration_s"]
-        console.print(f"cropped: {inputs['cropped']} clips were longer than {seconds_per_clip} s and lost "
-                      f"{inputs['cropped_s']:.1f} s of audio to the crop; pass --segment to use whole recordings "
+    if inputs.cropped:
+        console.print(f"cropped: {inputs.cropped} clips were longer than {manifest.audio.duration_s} s and lost "
+                      f"{inputs.cropped_s:.1f} s of audio to the crop; pass --segment to use whole recordings "
                       "as consecutive windows")

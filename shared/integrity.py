@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from shared.errors import DataError
 from shared.location import is_remote
+from shared.manifest import ShardEntry
 from shared.shardio import ShardError, iter_stream, required_members
 
 POLICIES = ("fail", "skip")
@@ -117,9 +117,9 @@ def shard_problem(path: Path, size: int, sha256: str, samples: int | None = None
     return unreadable_reason(path) if code == UNREADABLE else describe(code, figure, size, samples)
 
 
-def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: str, rank: int = 0, world: int = 1,
+def check_shards(folder: str | Path, shards: Iterable[ShardEntry], policy: str, rank: int = 0, world: int = 1,
                  combine: Callable[[list[float]], list[float]] | None = None,
-                 ) -> tuple[list[dict[str, Any]], list[BadShard]]:
+                 ) -> tuple[list[ShardEntry], list[BadShard]]:
     """(the good shard entries in order, the bad ones); `fail` raises `DataError` naming the first bad one.
 
     With `world` > 1, this process hashes only every `world`-th shard from `rank`, and `combine`
@@ -137,8 +137,7 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: s
     mine = entries[rank::world]
     threads = min(8, len(mine), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(threads) as pool:
-        found = list(pool.map(lambda s: shard_status(folder / s["name"], s["bytes"], s["sha256"], s["samples"]),
-                              mine))
+        found = list(pool.map(lambda s: shard_status(folder / s.name, s.bytes, s.sha256, s.samples), mine))
     flat = [0.0] * (2 * len(entries))
     for i, (code, actual) in zip(range(rank, len(entries), world), found):
         flat[2 * i], flat[2 * i + 1] = code, actual
@@ -146,11 +145,11 @@ def check_shards(folder: str | Path, shards: Iterable[dict[str, Any]], policy: s
         if combine is None:
             raise ValueError("check_shards: world > 1 needs `combine` to gather the other processes' findings")
         flat = combine(flat)
-    problems = [unreadable_reason(folder / s["name"]) if int(flat[2 * i]) == UNREADABLE
-                else describe(int(flat[2 * i]), int(flat[2 * i + 1]), s["bytes"], s["samples"])
+    problems = [unreadable_reason(folder / s.name) if int(flat[2 * i]) == UNREADABLE
+                else describe(int(flat[2 * i]), int(flat[2 * i + 1]), s.bytes, s.samples)
                 for i, s in enumerate(entries)]
     good = [s for s, problem in zip(entries, problems) if problem is None]
-    bad = [BadShard(s["name"], s["samples"], problem) for s, problem in zip(entries, problems) if problem]
+    bad = [BadShard(s.name, s.samples, problem) for s, problem in zip(entries, problems) if problem]
     if bad and policy == "fail":
         first = bad[0]
         more = f" (and {len(bad) - 1} more bad shards)" if len(bad) > 1 else ""

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
 from shared.location import Location
+from shared.manifest import Manifest
 from shared.shardio import decode_npy, iter_stream, required_members
 from trainer import plan
 
@@ -299,19 +300,14 @@ def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> 
     )
 
 
-def shard_entries(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
-    """The manifest's entries (name, samples, bytes, sha256) of one split's shards."""
-    info = manifest.get("splits", {}).get(split)
-    return list(info["shards"]) if info else []
+def shards_of(manifest: Manifest, split: str) -> list[Shard]:
+    """A split's shards as the loader takes them (none when the folder has no such split)."""
+    return [Shard(s.name, s.samples) for s in manifest.shards(split)]
 
 
-def shards_of(manifest: dict[str, Any], split: str) -> list[Shard]:
-    return [Shard(s["name"], s["samples"]) for s in shard_entries(manifest, split)]
-
-
-def checked_shards(folder: str | Path, manifest: dict[str, Any], split: str, policy: str,
+def checked_shards(folder: str | Path, manifest: Manifest, split: str, policy: str,
                    **share: Any) -> tuple[list[Shard], list[BadShard]]:
     """A split's shards that match the manifest, and the damaged ones (see `shared.integrity`;
     `share` splits the hashing among processes: rank, world, combine)."""
-    good, bad = check_shards(folder, shard_entries(manifest, split), policy, **share)
-    return [Shard(s["name"], s["samples"]) for s in good], bad
+    good, bad = check_shards(folder, manifest.shards(split), policy, **share)
+    return [Shard(s.name, s.samples) for s in good], bad

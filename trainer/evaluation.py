@@ -68,5 +68,5 @@ def evaluate_batches(session: Any, loader, model: torch.nn.Module | None = None)
     model.train()
     y_true, y_pred = np.concatenate(truths), np.concatenate(preds)
     return Evaluation(total / max(len(y_true), 1), float(accuracy_score(y_true, y_pred)),
-                      macro_f1(y_true, y_pred, len(session.manifest["labels"])), balanced_accuracy(y_true, y_pred),
+                      macro_f1(y_true, y_pred, len(session.manifest.labels)), balanced_accuracy(y_true, y_pred),
                       y_true, y_pred)

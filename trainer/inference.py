@@ -18,7 +18,7 @@ from rich.console import Console
 from shared.audio import AudioError, file_to_mels
 from shared.config import AGGREGATES, AudioConfig, from_dict
 from shared.errors import UsageError
-from shared.manifest import read_manifest
+from shared.manifest import Manifest
 from shared.runtime import limit_threads, tune_allocator
 from shared.sources import Rejection
 from trainer import checkpoint
@@ -115,12 +115,12 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
 
     Damaged shards stop it (`on_bad_shard="fail"`) or become one rejection each (`"skip"`).
     """
-    manifest = read_manifest(folder)
-    if from_dict(AudioConfig, manifest["audio"], "audio") != p.audio:
+    manifest = Manifest.read(folder)
+    if manifest.audio != p.audio:
         raise UsageError(f"{folder} was made with another audio config than the model's; "
                          "preprocess with the model's config or predict from raw audio")
     if not shards_of(manifest, split):
-        raise UsageError(f"{folder} has no '{split}' split (it has {', '.join(manifest['splits'])}); "
+        raise UsageError(f"{folder} has no '{split}' split (it has {', '.join(manifest.splits)}); "
                          "choose one with --split")
     shards, bad = checked_shards(folder, manifest, split, on_bad_shard)
     lost = [Rejection(b.name, "shard", "damaged", f"{b.samples} samples: {b.reason}") for b in bad]

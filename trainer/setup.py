@@ -6,13 +6,10 @@ trained on, and options given on the command line must not contradict the checkp
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +20,13 @@ from shared.atomic import write_json
 from shared.config import AudioConfig, TrainConfig, from_dict, to_dict
 from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
-from shared.manifest import read_manifest
+from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
 from trainer.distributed import World, join, sum_across
 from trainer.elastic import relayout
 from trainer.ema import WeightAverage
 from trainer.models import build_model, model_args
-
-
-def manifest_fingerprint(manifest: dict[str, Any]) -> str:
-    """Identifies the data a run trains on: shard contents, labels and audio config."""
-    shards = {split: [(s["name"], s["sha256"]) for s in info["shards"]]
-              for split, info in manifest["splits"].items()}
-    payload = json.dumps([shards, manifest["labels"], manifest["audio"]], sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def pick_device(name: str) -> torch.device:
@@ -79,14 +68,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def class_weights(manifest: dict[str, Any], rule: str, device: torch.device) -> torch.Tensor | None:
+def class_weights(manifest: Manifest, rule: str, device: torch.device) -> torch.Tensor | None:
     """Cross-entropy weights per class for `rule` "balanced": total / (classes x count) from the
     train split's per-class sample counts, rescaled to mean 1 over the classes trained on (a class
     with no train sample gets 0: it is never a target). None for "none"."""
     if rule == "none":
         return None
-    counts = manifest["splits"]["train"].get("per_class", {})
-    n = torch.tensor([float(counts.get(label, 0)) for label in manifest["labels"]], dtype=torch.float64)
+    counts = manifest.splits["train"].per_class
+    n = torch.tensor([float(counts.get(label, 0)) for label in manifest.labels], dtype=torch.float64)
     present = n > 0
     weights = torch.where(present, n.sum() / n.clamp_min(1.0), torch.zeros_like(n))
     weights = weights / weights[present].mean()
@@ -98,7 +87,7 @@ class Session:
     cfg: TrainConfig
     run: Path
     shards: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     device: torch.device
     amp_dtype: torch.dtype | None
     raw_model: nn.Module
@@ -118,10 +107,10 @@ class Session:
     schedule_steps: int = 0  # the steps the LR schedule spans
     ema: WeightAverage | None = None  # averaged weights (--ema-decay): validated, saved in best.pt, predicted with
 
-    @cached_property
+    @property
     def audio(self) -> AudioConfig:
         """The shards' audio config (mel scale and filterbank for the log-mel augmentations)."""
-        return from_dict(AudioConfig, self.manifest["audio"], "audio")
+        return self.manifest.audio
 
     @property
     def scored_model(self) -> nn.Module | None:
@@ -138,13 +127,13 @@ class Session:
 
     def identity(self) -> dict[str, Any]:
         """What predict and resume need besides the weights."""
-        labels = self.manifest["labels"]
+        labels = list(self.manifest.labels)
         return {
             "model_name": self.cfg.model,
             "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout),
-            "labels": labels, "audio": self.manifest["audio"], "train_config": to_dict(self.cfg),
+            "labels": labels, "audio": to_dict(self.manifest.audio), "train_config": to_dict(self.cfg),
             "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
-            "manifest_fingerprint": manifest_fingerprint(self.manifest),
+            "manifest_fingerprint": self.manifest.fingerprint(),
             "skipped_shards": sorted(b.name for bad in self.lost.values() for b in bad),
             "world_size": self.world.size,
         }
@@ -164,12 +153,11 @@ class Session:
 MAY_CHANGE = {"device", "batch_size", "num_workers"}  # options that may differ from the checkpoint's
 
 
-def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConfig,
+def _check_resume(ckpt: dict[str, Any], manifest: Manifest, cfg: TrainConfig,
                   explicit: set[str]) -> TrainConfig:
-    if ckpt["manifest_fingerprint"] != manifest_fingerprint(manifest):
-        old_labels = ckpt["labels"]
-        what = "labels differ" if old_labels != manifest["labels"] else \
-            "audio config differs" if ckpt["audio"] != manifest["audio"] else "shard contents differ"
+    if ckpt["manifest_fingerprint"] != manifest.fingerprint():
+        what = "labels differ" if list(ckpt["labels"]) != list(manifest.labels) else \
+            "audio config differs" if ckpt["audio"] != to_dict(manifest.audio) else "shard contents differ"
         raise UsageError(f"cannot resume: these shards are not the ones the checkpoint was trained on "
                          f"({what}); point at the original shard folder or start a new --out")
     saved = from_dict(TrainConfig, ckpt["train_config"])
@@ -182,7 +170,7 @@ def _check_resume(ckpt: dict[str, Any], manifest: dict[str, Any], cfg: TrainConf
     return TrainConfig(**{**to_dict(saved), **{key: getattr(cfg, key) for key in MAY_CHANGE & explicit}})
 
 
-def _check_damage(shards: Path, manifest: dict[str, Any], policy: str, resumed: dict[str, Any] | None,
+def _check_damage(shards: Path, manifest: Manifest, policy: str, resumed: dict[str, Any] | None,
                   world: World) -> tuple[dict[str, list], dict[str, list[BadShard]]]:
     """The good shards of train and val, and the damaged ones (`fail` stops at the first).
 
@@ -210,10 +198,10 @@ def _check_damage(shards: Path, manifest: dict[str, Any], policy: str, resumed: 
 def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
                  on_bad_shard: str = "fail") -> Session:
     world = join(pick_device(cfg.device).type)
-    manifest = read_manifest(shards)
-    if not manifest.get("splits", {}).get("train", {}).get("shards"):
+    manifest = Manifest.read(shards)
+    if not manifest.shards("train"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")
-    trained = sorted(manifest["splits"]["train"].get("per_class", {}))
+    trained = sorted(manifest.splits["train"].per_class)
     if len(trained) < 2:
         raise UsageError(f"{shards} has {len(trained)} class(es) in its train split ({', '.join(trained) or 'none'}); "
                          "a classifier needs at least two: preprocess a corpus with more classes")
@@ -230,7 +218,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
             print(change, file=sys.stderr)
     elif (run / checkpoint.LAST).exists():
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    frames = from_dict(AudioConfig, manifest["audio"], "audio").n_frames
+    frames = manifest.audio.n_frames
     if cfg.train_frames > frames:
         raise UsageError(f"train_frames {cfg.train_frames} is longer than the stored mels ({frames} frames); "
                          f"use at most {frames} or preprocess with a longer duration_s")
@@ -248,7 +236,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     amp_dtype = pick_amp(cfg.amp, device)
-    labels = manifest["labels"]
+    labels = manifest.labels
     raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout)).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
@@ -270,10 +258,10 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         val_stream = ShardStream(str(shards), val_shards, cfg.batch_size, min(cfg.num_workers, len(val_shards)),
                                  cfg.seed)
         val_loader = make_loader(val_stream, pin, cfg.prefetch_factor)
-    norm = BandNorm(manifest["stats"]["mel_mean"], manifest["stats"]["mel_std"], device)
+    norm = BandNorm(manifest.stats.mel_mean, manifest.stats.mel_std, device)
     if world.is_main:
         write_json(run / "config.json", {"train": to_dict(cfg), "shards": str(shards), "world_size": world.size,
-                                         "manifest_fingerprint": manifest_fingerprint(manifest),
+                                         "manifest_fingerprint": manifest.fingerprint(),
                                          "skipped_shards": {split: [vars(b) for b in bad]
                                                             for split, bad in lost.items()},
                                          "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from shared.manifest import read_manifest
+from shared.manifest import Manifest
 from trainer.data import ShardStream, iter_batches, make_loader, shards_of
 
 
 def _stream(shards, workers, batch_size=4, seed=0, with_keys=True, chunk_batches=2):
-    manifest = read_manifest(shards)
+    manifest = Manifest.read(shards)
     return ShardStream(str(shards), shards_of(manifest, "train"), batch_size, workers, seed,
                        shuffle_buffer=16, with_keys=with_keys, chunk_batches=chunk_batches)
 
@@ -20,11 +20,11 @@ def _epoch(stream, epoch, consumed=None, next_worker=0):
 
 
 def test_each_sample_once_per_epoch_in_a_seeded_order(tiny_shards):
-    manifest = read_manifest(tiny_shards)
+    manifest = Manifest.read(tiny_shards)
     stream = _stream(tiny_shards, workers=2)
     first = _epoch(stream, 0)
     keys = [k for _, batch, _ in first for k in batch]
-    assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["samples"]
+    assert len(keys) == len(set(keys)) == manifest.splits["train"].samples
     assert len(first) == stream.batches_per_epoch(0)
     assert first == _epoch(_stream(tiny_shards, workers=2), 0)  # same seed, epoch, workers
     assert first != _epoch(stream, 1)  # another epoch, another order
@@ -32,12 +32,12 @@ def test_each_sample_once_per_epoch_in_a_seeded_order(tiny_shards):
 
 
 def test_more_workers_than_shards_still_reads_everything_once(tiny_shards):
-    manifest = read_manifest(tiny_shards)
+    manifest = Manifest.read(tiny_shards)
     val = ShardStream(str(tiny_shards), shards_of(manifest, "val"), 3, 3, 0, with_keys=True)
     assert len(val.shards) < 3
     val.start_epoch(0)
     keys = [k for b in iter_batches(make_loader(val, False, 2)) for k in b["key"]]
-    assert len(keys) == len(set(keys)) == manifest["splits"]["val"]["samples"]
+    assert len(keys) == len(set(keys)) == manifest.splits["val"].samples
 
 
 def test_a_resumed_position_continues_the_exact_sequence(tiny_shards):
@@ -59,5 +59,5 @@ def test_mels_are_decoded_without_pickle_into_float16_batches(tiny_shards):
     batch = next(iter_batches(make_loader(stream, False, 2)))
     assert batch["mel"].dtype == torch.float16 and batch["mel"].shape[1:] == (32, 126)
     assert batch["label"].dtype == torch.int64 and "key" not in batch
-    labels = read_manifest(tiny_shards)["labels"]
+    labels = Manifest.read(tiny_shards).labels
     assert 0 <= int(batch["label"].min()) and int(batch["label"].max()) < len(labels)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.manifest import read_manifest
+from shared.manifest import Manifest
 from tests.audio_fixtures import REPO
 from trainer.data import ShardStream, iter_batches, make_loader, shards_of
 
@@ -31,7 +31,7 @@ def _keys_of(stream: ShardStream, epoch: int) -> list[list[str]]:
 
 @pytest.mark.parametrize("world,workers,batch", [(2, 1, 4), (2, 2, 4), (3, 2, 5), (2, 3, 2)])
 def test_ranks_and_workers_see_every_sample_once_in_equal_steps(tiny_shards, world, workers, batch):
-    manifest = read_manifest(tiny_shards)
+    manifest = Manifest.read(tiny_shards)
     shards = shards_of(manifest, "train")
     seen, steps = [], set()
     for rank in range(world):
@@ -42,11 +42,11 @@ def test_ranks_and_workers_see_every_sample_once_in_equal_steps(tiny_shards, wor
         steps.add(len(batches))
         seen += [key for keys in batches for key in keys]
     assert len(steps) == 1  # every rank runs the same number of steps: no rank waits at a collective
-    assert len(seen) == len(set(seen)) == manifest["splits"]["train"]["samples"]
+    assert len(seen) == len(set(seen)) == manifest.splits["train"].samples
 
 
 def test_fewer_samples_than_processes_is_a_clear_error(tiny_shards):
-    shards = shards_of(read_manifest(tiny_shards), "train")
+    shards = shards_of(Manifest.read(tiny_shards), "train")
     # Batches are planned per rank, so tiny slots are fine: 19 steps of one sample on each rank.
     assert ShardStream(str(tiny_shards), shards, 1, 3, seed=1, rank=0, world=2).batches_per_epoch() == 19
     with pytest.raises(Exception, match="fewer processes"):
@@ -79,12 +79,12 @@ def ddp_reference(tiny_shards, tmp_path_factory):
 
 
 def test_torchrun_two_gloo_ranks_train_in_sync_on_an_uneven_shard_count(tiny_shards, ddp_reference):
-    manifest = read_manifest(tiny_shards)
-    assert len(manifest["splits"]["train"]["shards"]) % 2 == 1
+    manifest = Manifest.read(tiny_shards)
+    assert len(manifest.shards("train")) % 2 == 1
     run, result = ddp_reference
     assert "ranks in sync: weights identical on all 2 ranks, weight averages too" in result.stderr
     rows = _metrics(run)
-    assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
+    assert [int(r["train_samples"]) for r in rows] == [manifest.splits["train"].samples] * 2
     assert result.stdout.count("done: best") == 1  # only rank 0 reports
 
 
@@ -195,9 +195,9 @@ def test_both_ranks_share_the_damage_check_and_agree(tiny_shards, tmp_path):
     for file in tiny_shards.iterdir():
         if file.is_file():
             (shards / file.name).write_bytes(file.read_bytes())
-    manifest = read_manifest(shards)
-    entries = manifest["splits"]["train"]["shards"]
-    damaged = [entries[0]["name"], entries[1]["name"]]  # one hashed by each rank
+    manifest = Manifest.read(shards)
+    entries = manifest.shards("train")
+    damaged = [entries[0].name, entries[1].name]  # one hashed by each rank
     (shards / damaged[0]).unlink()
     with (shards / damaged[1]).open("r+b") as handle:
         handle.seek(700)
@@ -208,10 +208,10 @@ def test_both_ranks_share_the_damage_check_and_agree(tiny_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("warning: train: lost") == 1  # printed by rank 0 only
     assert all(name in result.stderr for name in damaged)
-    lost = sum(e["samples"] for e in entries[:2])
+    lost = sum(e.samples for e in entries[:2])
     row = _metrics(run)[0]
-    assert int(row["train_samples"]) == manifest["splits"]["train"]["samples"] - lost == \
-        manifest["splits"]["train"]["samples"] - int(row["lost_train_samples"])
+    assert int(row["train_samples"]) == manifest.splits["train"].samples - lost == \
+        manifest.splits["train"].samples - int(row["lost_train_samples"])
     assert "ranks in sync: weights identical on all 2 ranks" in result.stderr
 
 
@@ -226,7 +226,7 @@ def _command(shards, ranks: int, *extra) -> list[str]:
 
 
 def _train_keys(shards: Path) -> list[str]:
-    stream = ShardStream(str(shards), shards_of(read_manifest(shards), "train"), 4, 1, seed=0, with_keys=True)
+    stream = ShardStream(str(shards), shards_of(Manifest.read(shards), "train"), 4, 1, seed=0, with_keys=True)
     return sorted(k for batch in iter_batches(make_loader(stream, False, 2)) for k in batch["key"])
 
 
@@ -279,8 +279,8 @@ def test_a_2x2_run_killed_mid_epoch_resumes_on_1x1_seeing_every_sample_once(tiny
     resumed, seen, rows = _kill_mid_epoch_and_resume(tiny_shards, tmp_path, first, then)
     assert sorted(seen) == _train_keys(tiny_shards)  # the interrupted epoch: every sample once
     assert "resuming on 1 process(es) (trained on 2): batch 8 per process, global batch 8" in resumed.stderr
-    manifest = read_manifest(tiny_shards)
-    assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
+    manifest = Manifest.read(tiny_shards)
+    assert [int(r["train_samples"]) for r in rows] == [manifest.splits["train"].samples] * 2
     assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]  # same steps
     _smooth(rows, _metrics(ddp_reference[0]))
 
@@ -291,7 +291,7 @@ def test_a_1x1_run_killed_mid_epoch_resumes_on_2x2_seeing_every_sample_once(tiny
     resumed, seen, rows = _kill_mid_epoch_and_resume(tiny_shards, tmp_path, first, then)
     assert sorted(seen) == _train_keys(tiny_shards)
     assert "ranks in sync: weights identical on all 2 ranks" in resumed.stderr
-    manifest = read_manifest(tiny_shards)
-    assert [int(r["train_samples"]) for r in rows] == [manifest["splits"]["train"]["samples"]] * 2
+    manifest = Manifest.read(tiny_shards)
+    assert [int(r["train_samples"]) for r in rows] == [manifest.splits["train"].samples] * 2
     assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]
     _smooth(rows, _metrics(ddp_reference[0]))

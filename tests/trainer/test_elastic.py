@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import UsageError
-from shared.manifest import read_manifest
+from shared.manifest import Manifest
 from trainer import plan
 from trainer.data import Shard, ShardStream, iter_batches, make_loader, shards_of
 
@@ -193,7 +193,7 @@ def _loader_keys(stream: ShardStream) -> list[str]:
 
 def test_real_workers_resume_on_another_layout(tiny_shards):
     """Real shards, real DataLoader workers: 2 ranks x 2 workers stopped mid-epoch, then 1 x 1 and 1 x 3."""
-    manifest = read_manifest(tiny_shards)
+    manifest = Manifest.read(tiny_shards)
     shards = shards_of(manifest, "train")
     streams = _streams(ShardStream, shards, (2, 2, 3, 1, 16), folder=str(tiny_shards), with_keys=True)
     seen = []
@@ -208,7 +208,7 @@ def test_real_workers_resume_on_another_layout(tiny_shards):
         resumed = _streams(ShardStream, shards, then, folder=str(tiny_shards), with_keys=True)[0]
         resumed.load_state_dict(state)
         rest = _loader_keys(resumed)
-        assert len(rest) + len(seen) == manifest["splits"]["train"]["samples"]
+        assert len(rest) + len(seen) == manifest.splits["train"].samples
         assert sorted(rest + seen) == _all_keys_of(tiny_shards, shards)
 
 
