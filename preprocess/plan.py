@@ -86,15 +86,17 @@ def assign_keys(clips: list[Clip], copies: dict[str, int], segmented: bool = Fal
     """Unique keys for all clips (and their copies); clashes get a hash of the path appended."""
     base = {clip.path: sanitize_key(("test/" if clip.split == "test" else "") + clip.rel)
             for clip in clips}
-    owners: dict[str, set[str]] = {}
+    owners: dict[str, str | None] = {}  # key -> the one path that claims it; None: claimed twice
     for clip in clips:
         for copy in range(1 + copies[clip.path]):
-            owners.setdefault(copy_key(base[clip.path], copy), set()).add(clip.path)
+            key = copy_key(base[clip.path], copy)
+            owner = owners.get(key, clip.path)
+            owners[key] = clip.path if owner == clip.path else None
     keys = {}
     for clip in clips:
         key = base[clip.path]
         family = (copy_key(key, c) for c in range(1 + copies[clip.path]))
-        if any(len(owners[k]) > 1 for k in family) or (segmented and _WINDOW_LIKE.search(key)):
+        if any(owners[k] is None for k in family) or (segmented and _WINDOW_LIKE.search(key)):
             key = f"{key}_{_short_hash(clip.rel + chr(0) + (clip.split or ''))}"
         keys[clip.path] = key
     return keys

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 
@@ -127,7 +126,7 @@ def assign_splits(clips: list[Clip], val_fraction: float, seed: int, notes: list
         raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     todo = [i for i, clip in enumerate(clips) if clip.split is None]
     if not todo or val_fraction <= 0:
-        return [c if c.split else dataclasses.replace(c, split="train") for c in clips]
+        return [c if c.split else c.with_split("train") for c in clips]
     # Sorting makes the split independent of listing order.
     todo.sort(key=lambda i: clips[i].rel)
     labels = [clips[i].label for i in todo]
@@ -145,5 +144,5 @@ def assign_splits(clips: list[Clip], val_fraction: float, seed: int, notes: list
         mask = _val_mask(labels, val_fraction, seed, n_val)
     result = list(clips)
     for position, i in enumerate(todo):
-        result[i] = dataclasses.replace(clips[i], split="val" if mask[position] else "train")
+        result[i] = clips[i].with_split("val" if mask[position] else "train")
     return result
