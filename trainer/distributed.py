@@ -58,7 +58,10 @@ def sum_across(world: World, values: list[float]) -> list[float]:
 
 
 def any_across(world: World, flag: bool) -> bool:
-    """True on every rank if it is true on any (e.g. a stop signal that reached one rank first)."""
+    """True on every rank if it is true on any (e.g. a stop signal that reached one rank first).
+
+    A collective whose answer the host needs, so on GPUs it waits for the queued work: the loop
+    asks only every `STOP_CHECK_EVERY` steps, at checkpoints and at the epoch's end."""
     return sum_across(world, [float(flag)])[0] > 0 if world.distributed else flag
 
 

@@ -5,6 +5,13 @@ autocast forward -> scaled backward -> unscale, clip -> AdamW step -> LR schedul
 after every epoch (loss, accuracy, macro-F1), early stopping, `best.pt` on improvement, `last.pt`
 after every epoch and every `checkpoint_every` steps.
 
+A step never waits for the device: the epoch's running figures (loss x samples, correct
+predictions) are summed on the device (`RunningSums`) and read on the host only when the progress
+bar refreshes (at most once every `EpochProgress.REFRESH_S` seconds), before a checkpoint and at
+the epoch's end. A stop request is looked at after every step in a single process; under DDP,
+where looking is an all-reduce, every `STOP_CHECK_EVERY` steps, at a checkpoint step and at the
+epoch's end.
+
 Under torchrun every rank runs this same loop on its share of the data (`trainer/data.py`) with
 DDP averaging the gradients; the ranks agree on stopping, sum their figures, and only rank 0
 writes checkpoints, metrics and progress.
@@ -28,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -47,6 +55,11 @@ from trainer.setup import Session, open_session
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "val_balanced_acc",
                   "samples_per_s", "data_wait_fraction", "seconds", "train_samples", "lost_train_samples",
                   "lost_val_samples"]
+
+# Under DDP the ranks agree on a stop request with an all-reduce, which waits for the device; they
+# do so at every step that is a multiple of this (the step count is the same on every rank), at a
+# checkpoint step and at the epoch's end. At 16, a stop lands within 15 steps.
+STOP_CHECK_EVERY = 16
 
 
 @dataclass
@@ -121,20 +134,16 @@ def restore(s: Session, ckpt: dict[str, Any]) -> State:
                  sums=dict(ckpt["epoch_sums"]) if s.world.is_main else {"loss": 0.0, "correct": 0.0, "n": 0.0})
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"  # empty: no validation split
-    return str(value)
-
-
 def write_metrics(run: Path, history: list[dict[str, float]]) -> None:
-    lines = [",".join(METRIC_COLUMNS)]
-    lines += [",".join(_cell(row[c]) for c in METRIC_COLUMNS) for row in history]
-    write_bytes(run / "metrics.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+    """One row per epoch; floats to 6 significant digits, empty where there is no validation split."""
+    table = pd.DataFrame(history, columns=METRIC_COLUMNS)
+    text = table.to_csv(index=False, float_format="%.6g", na_rep="", lineterminator="\n")
+    write_bytes(run / "metrics.csv", text.encode("utf-8"))
 
 
 class StopRequest:
-    """SIGTERM / Ctrl-C set a flag; the loop saves at the next step boundary and exits."""
+    """SIGTERM / Ctrl-C set a flag; the loop saves at the next step it looks (the next step in a
+    single process; under DDP within `STOP_CHECK_EVERY` steps, see `_stop_check_due`) and exits."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -153,8 +162,34 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, float, int]:
-    """One optimizer step; returns (summed loss, correct predictions, samples)."""
+class RunningSums:
+    """The epoch's running training figures, summed on the device so that a step never waits for it.
+
+    The loss is summed as `float64(mean loss) * samples`, one step after another from the
+    checkpointed start: the very additions of Python floats, so the figures equal those of reading
+    every step on the host bit for bit. `read` is the one host read (a sync on a GPU).
+    """
+
+    def __init__(self, start: dict[str, float], device: torch.device) -> None:
+        # `full` writes the value on the device (no copy from the host, so no wait)
+        self.loss = torch.full((), start["loss"], dtype=torch.float64, device=device)
+        self.correct = torch.full((), start["correct"], dtype=torch.float64, device=device)
+        self.n = start["n"]  # the batch sizes are known on the host
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        # multiply, then add: two roundings, as in Python (a fused multiply-add would round once)
+        self.loss += loss.double() * n
+        self.correct += correct
+        self.n += n
+
+    def read(self) -> dict[str, float]:
+        loss, correct = torch.stack([self.loss, self.correct]).tolist()
+        return {"loss": loss, "correct": correct, "n": self.n}
+
+
+def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step, queued on the device without waiting for it; returns (mean loss,
+    correct predictions) as device tensors, and the samples."""
     cfg, device = s.cfg, s.device
     # Under DDP each rank draws differently (its own dropout masks, MixUp pairs) but reproducibly.
     parts = (cfg.seed, state.epoch, state.step) + ((s.world.rank,) if s.world.distributed else ())
@@ -177,12 +212,18 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[float, 
     if cfg.grad_clip > 0:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+    # fp16 only: GradScaler.step reads its inf/NaN flag on the host (a sync that skipping a step
+    # needs); with bf16 or without AMP the scaler is off and this is the optimizer's step.
     s.scaler.step(s.optimizer)
     s.scaler.update()
     s.scheduler.step()
     correct = (logits.argmax(dim=1) == y_a).sum()
-    n = y.shape[0]
-    return float(loss.detach()) * n, float(correct), n
+    return loss.detach(), correct, y.shape[0]
+
+
+def _stop_check_due(s: Session, step: int, checkpoint_due: bool) -> bool:
+    """Whether the ranks look at the stop flag after run step `step` (the same steps on every rank)."""
+    return not s.world.distributed or checkpoint_due or step % STOP_CHECK_EVERY == 0
 
 
 def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProgress) -> dict[str, float] | None:
@@ -191,6 +232,7 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
     if stream.epoch != state.epoch:
         stream.start_epoch(state.epoch)
     progress.start(state.epoch, stream.epoch_steps, done=stream.steps_done)
+    sums = RunningSums(state.sums, s.device)
     wait = busy = 0.0
     samples = 0
     tick = time.perf_counter()
@@ -200,23 +242,32 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
         if s.ema is not None:
             s.ema.update(s.raw_model, state.step)
         state.step += 1
-        state.sums["loss"] += loss
-        state.sums["correct"] += correct
-        state.sums["n"] += n
+        sums.add(loss, correct, n)
         samples += n
         now = time.perf_counter()
         wait += fetched - tick
         busy += now - tick
         tick = now
-        progress.update(state.sums["loss"] / state.sums["n"], state.sums["correct"] / state.sums["n"],
-                        s.scheduler.get_last_lr()[0], samples / max(busy, 1e-9))
-        if s.cfg.checkpoint_every and state.step % s.cfg.checkpoint_every == 0:
+        if progress.advance():  # a few times a second, on rank 0 only
+            shown = sums.read()
+            progress.show(shown["loss"] / shown["n"], shown["correct"] / shown["n"], s.scheduler.get_last_lr()[0],
+                          samples / max(busy, 1e-9))
+        checkpoint_due = bool(s.cfg.checkpoint_every) and state.step % s.cfg.checkpoint_every == 0
+        if _stop_check_due(s, state.step, checkpoint_due) and any_across(s.world, stop.signal is not None):
+            state.sums = sums.read()
+            return None  # every rank stops at the same step
+        if checkpoint_due:
+            state.sums = sums.read()
             save(s, state, checkpoint.LAST)
-        if any_across(s.world, stop.signal is not None):  # every rank stops at the same step
-            return None
+    ended = time.perf_counter()
+    state.sums = sums.read()
+    busy += time.perf_counter() - ended  # the last steps, which the device may still be running
     progress.finish()
-    loss, correct, n, seen = sum_across(s.world, [state.sums["loss"], state.sums["correct"], state.sums["n"],
-                                                  samples])
+    # one all-reduce for the figures and the stop flag
+    loss, correct, n, seen, stopping = sum_across(s.world, [state.sums["loss"], state.sums["correct"],
+                                                            state.sums["n"], samples, float(stop.signal is not None)])
+    if stopping:
+        return None
     return {"train_loss": loss / max(n, 1), "train_acc": correct / max(n, 1),
             "samples_per_s": seen / max(busy, 1e-9), "data_wait_fraction": wait / max(busy, 1e-9),
             "seconds": busy, "train_samples": int(n)}

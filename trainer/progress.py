@@ -10,12 +10,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class EpochProgress:
+    """The bar advances every step; its figures (which the loop must read from the device, a wait
+    on a GPU) are refreshed at most once every `REFRESH_S` seconds."""
+
+    REFRESH_S = 0.25
+
     def __init__(self, epochs: int, console: Console | None = None, enabled: bool = True):
         self.epochs = epochs
         self.enabled = enabled  # off on every DDP rank but 0
         self.console = console or Console(stderr=True)
         self.bar: Progress | None = None
         self.task = None
+        self.shown = 0.0  # time.monotonic() of the last refresh of the figures
 
     def start(self, epoch: int, total: int, done: int = 0) -> None:
         if not (self.enabled and self.console.is_terminal):
@@ -25,11 +31,22 @@ class EpochProgress:
             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=self.console, transient=True)
         self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=done, stats="")
+        self.shown = 0.0
 
-    def update(self, loss: float, acc: float, lr: float, rate: float) -> None:
+    def advance(self) -> bool:
+        """One step done; True when the figures are due for a refresh (then call `show`)."""
+        if self.bar is None:
+            return False
+        self.bar.advance(self.task)
+        now = time.monotonic()
+        if now - self.shown < self.REFRESH_S:
+            return False
+        self.shown = now
+        return True
+
+    def show(self, loss: float, acc: float, lr: float, rate: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, advance=1,
-                            stats=f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {rate:.0f} samples/s")
+            self.bar.update(self.task, stats=f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {rate:.0f} samples/s")
 
     def finish(self) -> None:
         if self.bar is not None:
