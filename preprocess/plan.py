@@ -17,7 +17,7 @@ from shared.config import PreprocessConfig, to_dict
 from shared.sources import SPLITS, Clip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of them in the parent
 class Item:
     """One input clip in a shard, with how many augmented copies follow it."""
 
