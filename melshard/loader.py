@@ -35,7 +35,7 @@ class Shards:
     """A finished shard folder (a path, or a URL such as `s3://bucket/shards`).
 
     Reading it reads only `manifest.json` (`.manifest`, a `shared.manifest.Manifest`); a missing
-    or foreign manifest raises `UsageError`.
+    one raises `UsageError`, a damaged or foreign one `DataError`.
     """
 
     def __init__(self, path_or_url: str | Path):

@@ -8,7 +8,8 @@ option can come from a TOML file (`--config`): top-level keys for the options be
 and `[augment]` tables for the feature and augmentation settings; the command line wins.
 
 Exit status: 0 done; 2 bad usage or configuration; 1 no sample written, too many rejected
-inputs, or a failed run; 130 interrupted (rerun the same command to resume).
+inputs, damaged data (`inspect`: a shard, the manifest) or a failed run; 130 interrupted (rerun
+the same command to resume).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from rich.table import Table  # noqa: E402
 
 from preprocess.pipeline import imbalance_notes  # noqa: E402
 from shared.config import AudioConfig  # noqa: E402
+from shared.errors import DataError, one_line  # noqa: E402
 from shared.integrity import check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, Manifest  # noqa: E402
 from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
@@ -44,6 +45,16 @@ def _examples(folder: Path, manifest: Manifest, per_class: int, damaged: set[str
         if all(len(v) >= per_class for v in wanted.values()):
             break
     return wanted
+
+
+def _reasons(errors_file: Path) -> Counter:
+    """Rejected inputs per reason, from errors.csv; a damaged file is a one-line `DataError`."""
+    try:
+        return Counter(pd.read_csv(errors_file)["reason"])
+    except KeyError:
+        raise DataError(f"{errors_file} is damaged (no reason column); rerun preprocessing") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{errors_file} is damaged ({one_line(exc)}); rerun preprocessing") from None
 
 
 def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioConfig) -> None:
@@ -93,7 +104,8 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     for split, info in splits.items():
         mb = [s.bytes / 2**20 for s in info.shards]
         per = [s.samples for s in info.shards]
-        sizes.add_row(split, str(len(mb)), f"{min(per)}-{max(per)}", f"{np.mean(mb):.1f}", f"{sum(mb):.1f}")
+        sizes.add_row(split, str(len(mb)), f"{min(per)}-{max(per)}" if per else "-",
+                      f"{np.mean(mb):.1f}" if mb else "-", f"{sum(mb):.1f}")
     console.print(sizes)
 
     train = splits.get("train")
@@ -107,7 +119,7 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     console.print(f"inputs: {inputs.total} total, {inputs.written} written, {inputs.rejected} rejected")
     errors_file = folder / ERRORS
     if inputs.rejected and errors_file.exists():
-        reasons = Counter(pd.read_csv(errors_file)["reason"])
+        reasons = _reasons(errors_file)
         rejected = Table(title="rejected inputs by reason")
         rejected.add_column("reason")
         rejected.add_column("inputs", justify="right")

@@ -1,11 +1,21 @@
-"""Exceptions that carry a one-line message meant for the user."""
+"""Exceptions that carry a one-line message meant for the user.
+
+Which one, by what fixes it:
+- `UsageError` (exit 2): what was asked is wrong, and a changed command fixes it: a flag, a
+  config value, the input layout (class folders, a CSV's columns), a path that holds nothing of
+  ours (no manifest.json, no checkpoint), a request the files on disk rule out (resuming on other
+  shards or with other options).
+- `DataError` (exit 1): a file melshard wrote, or reads, is there but damaged or unusable as it
+  is, and only making it again fixes it: a shard, a manifest, a checkpoint, a run that wrote no
+  sample.
+"""
 
 import errno
 import sys
 
 
 class UsageError(Exception):
-    """A mistake in the command line, a config file or the input layout.
+    """A mistake in the command line, a config file or the input layout (see the module doc).
 
     Entry points print the message on one line and exit with status 2.
     """
@@ -16,7 +26,7 @@ class ConfigError(UsageError):
 
 
 class DataError(Exception):
-    """Input data that cannot be used as it is (a damaged shard, say).
+    """A file that is there but cannot be used as it is: a damaged shard, manifest or checkpoint.
 
     Entry points print the message on one line and exit with status 1.
     """

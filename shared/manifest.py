@@ -143,9 +143,9 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = MANIFEST) -> Manifest:
-        """Check and type a manifest's JSON object; anything wrong is one line naming `where`."""
+        """Check and type a manifest's JSON object; anything wrong is a `DataError` naming `where`."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise UsageError(f"{where} is not a {FORMAT} manifest; rerun preprocessing with this version")
+            raise DataError(f"{where} is not a {FORMAT} manifest; rerun preprocessing with this version")
         try:
             config = from_dict(PreprocessConfig, {"audio": data["audio"], "augment": data["augment"],
                                                   "seed": data["seed"], **data.get("preprocess", {})})
@@ -157,12 +157,12 @@ class Manifest:
             inputs = Inputs(**{key: _of((int, float) if key == "cropped_s" else int, value, f"inputs.{key}")
                                for key, value in _of(dict, data["inputs"], "inputs").items()})
         except ConfigError as exc:
-            raise UsageError(f"{where} is damaged or from another version ({one_line(exc)}); rerun preprocessing") \
+            raise DataError(f"{where} is damaged or from another version ({one_line(exc)}); rerun preprocessing") \
                 from None
         except KeyError as exc:
-            raise UsageError(f"{where} is damaged or incomplete (no {exc.args[0]!r}); rerun preprocessing") from None
+            raise DataError(f"{where} is damaged or incomplete (no {exc.args[0]!r}); rerun preprocessing") from None
         except (TypeError, ValueError, AttributeError) as exc:
-            raise UsageError(f"{where} is damaged ({one_line(exc)}); rerun preprocessing") from None
+            raise DataError(f"{where} is damaged ({one_line(exc)}); rerun preprocessing") from None
         return cls(config, labels, splits, stats, inputs)
 
     @classmethod
@@ -199,7 +199,7 @@ def _split(info: Any, name: str, where: str) -> Split:
         entry = _of(dict, entry, f"splits.{name}.shards")
         shard = entry.get("name", "")
         if not isinstance(shard, str) or not SHARD_NAME.fullmatch(shard) or ".." in shard:
-            raise UsageError(f"{where} lists shard '{shard}' outside its folder; refusing it")
+            raise DataError(f"{where} lists shard '{shard}' outside its folder; refusing it")
         shards.append(ShardEntry(shard, _of(int, entry["samples"], "samples"), _of(int, entry["bytes"], "bytes"),
                                  _of(str, entry["sha256"], "sha256")))
     copies = info.get("copies_per_class")
@@ -227,7 +227,7 @@ def _parse(text: str | bytes, where: str) -> Any:
     try:
         return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{where} is not valid JSON ({exc}); rerun preprocessing") from None
+        raise DataError(f"{where} is not valid JSON ({exc}); rerun preprocessing") from None
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

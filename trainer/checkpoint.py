@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from shared.atomic import fsync_dir, temp_path
-from shared.errors import UsageError
+from shared.errors import DataError, UsageError
 
 FORMAT = "melshard-checkpoint/1"
 LAST, BACKUP, BEST = "last.pt", "last.prev.pt", "best.pt"
@@ -42,7 +42,8 @@ def save(path: str | Path, payload: dict[str, Any], keep_backup: bool = False) -
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`: tensors and plain values, never code."""
+    """Load a checkpoint with `weights_only=True`: tensors and plain values, never code. A missing
+    file is a `UsageError`, a damaged or foreign one a `DataError`."""
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,10 +51,10 @@ def load(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path} not found; train first (python -m trainer train ...)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path} is not a loadable melshard checkpoint (refused or corrupt: "
+        raise DataError(f"{path} is not a loadable melshard checkpoint (refused or corrupt: "
                          f"{first[:160]})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a {FORMAT} checkpoint; it was made by another program "
+        raise DataError(f"{path} is not a {FORMAT} checkpoint; it was made by another program "
                          "or an incompatible version")
     return checkpoint
 
@@ -62,7 +63,7 @@ def load_latest(run: Path) -> dict[str, Any]:
     """`last.pt`, or its backup when `last.pt` is missing or damaged (with a warning)."""
     try:
         return load(run / LAST)
-    except UsageError as problem:
+    except (UsageError, DataError) as problem:
         if not (run / BACKUP).exists():
             raise
         print(f"warning: {problem}; resuming from the previous checkpoint {run / BACKUP}",

@@ -8,7 +8,8 @@
 Every option can come from a TOML file (`--config`, keys as in `TrainConfig`); the command line
 wins. With `--resume` the run continues from RUN/last.pt with the checkpoint's configuration.
 
-Exit status: 0 done; 2 bad usage or configuration; 1 a failed run; 128 + signal number when
+Exit status: 0 done; 2 bad usage or configuration; 1 damaged data (a shard, the manifest, a
+checkpoint) or a failed run; 128 + signal number when
 stopped by SIGTERM or Ctrl-C after saving a checkpoint; 130 when Ctrl-C stops `predict`,
 `evaluate` or a run still setting up (one line, no traceback, nothing half-written).
 """

@@ -130,3 +130,33 @@ def test_predict_and_evaluate_name_or_report_a_damaged_shard(trained, tmp_path):
     assert metrics["not_evaluated"] == 1
     assert metrics["samples"] == sum(s["samples"] for s in scored) - scored[0]["samples"]
     assert scored[0]["name"] in (run_copy / "report" / "not_evaluated.csv").read_text()
+
+
+@pytest.mark.parametrize("how", ["cut", "flip", "missing"])
+def test_inspect_names_a_damaged_shard_in_one_line(shards, how):
+    damage(shards / VICTIM, how)
+    result = run_module("preprocess", "inspect", str(shards))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    named = [line for line in result.stdout.splitlines() if VICTIM in line]
+    assert len(named) == 1 and "damaged shard" in named[0]
+
+
+@pytest.mark.parametrize("what", ["garbage", "a key missing", "a wrong type", "errors.csv"])
+def test_inspect_reports_a_damaged_manifest_or_errors_csv_in_one_line(shards, what):
+    manifest = shards / "manifest.json"
+    data = json.loads(manifest.read_text())
+    if what == "garbage":
+        manifest.write_text('{"format": "melshard/1", "audio": ')
+    elif what == "a key missing":
+        del data["inputs"]
+    elif what == "a wrong type":
+        data["splits"]["train"]["shards"] = "train-000000.tar"
+    else:
+        data["inputs"]["rejected"] += 1
+        (shards / "errors.csv").write_bytes(b"\xff\xfe not a csv")
+    if what != "garbage":
+        manifest.write_text(json.dumps(data))
+    result = run_module("preprocess", "inspect", str(shards))
+    assert result.returncode == 1, result.stderr  # damaged data (DataError)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "rerun preprocessing" in lines[0], result.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.errors import UsageError
+from shared.errors import DataError
 from shared.manifest import read_manifest
 from shared.shardio import ShardError, iter_samples
 from tests.audio_fixtures import run_module
@@ -51,7 +51,7 @@ def test_a_checkpoint_with_a_pickle_payload_is_refused_without_running_it(traine
         "resume": ["train", str(trained["shards"]), "--out", str(run_dir), "--resume"],
     }[command]
     result = run_module("trainer", *args)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr  # damaged data, not a mistake in the command
     assert "not a loadable melshard checkpoint" in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert not marker.exists()
@@ -63,7 +63,7 @@ def test_a_foreign_checkpoint_is_refused(trained, tmp_path):
     torch.save({"state_dict": {}}, other / "best.pt")
     result = run_module("trainer", "predict", str(other), "--input", str(trained["test"]),
                         "--out", str(tmp_path / "x.csv"))
-    assert result.returncode == 2 and "not a melshard-checkpoint/1 checkpoint" in result.stderr
+    assert result.returncode == 1 and "not a melshard-checkpoint/1 checkpoint" in result.stderr
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -140,13 +140,13 @@ def test_a_manifest_naming_shards_outside_its_folder_is_refused(shards, trained,
     manifest = json.loads((shards / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0]["name"] = name
     (shards / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UsageError, match="outside its folder"):
+    with pytest.raises(DataError, match="outside its folder"):
         read_manifest(shards)
     if name != "../train-000000.tar":
         return
     for command in (["train", str(shards), "--out", str(tmp_path / "run"), *FAST],
                     ["evaluate", str(trained["run"]), "--shards", str(shards), "--split", "train"]):
         result = run_module("trainer", *command)
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == 1, result.stderr
         assert f"lists shard '{name}' outside its folder" in result.stderr
     assert not (tmp_path / "run" / "last.pt").exists()

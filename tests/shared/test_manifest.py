@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from shared.config import AudioConfig
-from shared.errors import UsageError
+from shared.errors import DataError, UsageError
 from shared.manifest import MANIFEST, Manifest, ShardEntry, read_manifest
 
 
@@ -63,9 +63,17 @@ def _damage(tiny_shards, tmp_path, change):
     (lambda d: d.update(format="melshard/0"), "not a melshard/1 manifest"),
     (lambda d: d["splits"]["val"]["shards"][0].update(name="../x.tar"), "outside its folder"),
 ])
-def test_a_damaged_manifest_is_refused_in_one_line(tiny_shards, tmp_path, change, words):
+def test_a_damaged_manifest_is_data_error_in_one_line(tiny_shards, tmp_path, change, words):
     folder = _damage(tiny_shards, tmp_path, change)
     for read in (Manifest.read, read_manifest):
-        with pytest.raises(UsageError, match=words) as refused:
+        with pytest.raises(DataError, match=words) as refused:
             read(folder)
         assert "\n" not in str(refused.value) and str(folder / MANIFEST) in str(refused.value)
+
+
+def test_no_manifest_is_a_usage_error_and_bad_json_a_data_error(tmp_path):
+    with pytest.raises(UsageError, match="manifest.json not found"):
+        Manifest.read(tmp_path)
+    (tmp_path / MANIFEST).write_text('{"format": "melshard/1", ')
+    with pytest.raises(DataError, match="not valid JSON"):
+        Manifest.read(tmp_path)

@@ -81,7 +81,7 @@ def test_a_shard_name_never_reaches_a_shell_unquoted(tiny_shards, tmp_path):
     manifest = json.loads((shards / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0]["name"] = "a$(touch injected).tar"
     (shards / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UsageError, match="outside its folder"):
+    with pytest.raises(DataError, match="outside its folder"):
         read_manifest(f"pipe:cat {shards}/{{}}")
 
 
