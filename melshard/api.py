@@ -153,11 +153,12 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     `allow_missing`; then they are in `frame.attrs["errors"]` (path, stage, reason, detail).
     """
     from trainer.inference import Predictor, by_file, predict_files
-    from trainer.predict import predict_source, rejected_frame, submission_frame
+    from trainer.predict import PredictOptions, predict_source, rejected_frame, submission_frame
 
     predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
     if isinstance(inputs, (str, Path)):
-        predicted = predict_source(predictor, Path(inputs), split, False, jobs, on_bad_shard)
+        predicted = predict_source(predictor, Path(inputs),
+                                   PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard))
     else:
         predicted = predict_files(predictor, [(str(p), str(p), None, None) for p in inputs], jobs)
     files, _ = by_file(predicted, aggregate)

@@ -23,7 +23,7 @@ from shared.config import TrainConfig
 from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.loop import train
-from trainer.predict import predict_any, run_predict
+from trainer.predict import PredictOptions, predict_any, run_predict
 from trainer.report import evaluate
 
 # Small enough for a 2-core CPU in well under three minutes, accurate well above 95%.
@@ -52,12 +52,11 @@ def run_demo(work: Path, quick: bool = False) -> int:
         return status
 
     console.rule("3. evaluate (validation split)")
-    predictor, predicted = predict_any(run_dir, shards, "val", labeled=True, device="auto", tta=False, jobs=0)
+    predictor, predicted = predict_any(run_dir, shards, PredictOptions(split="val", labeled=True))
     evaluate(run_dir, predictor.labels, predicted, f"{shards} [val]")
 
     console.rule("4. predict the unlabeled test folder from raw audio")
-    status = run_predict(run_dir, corpus / "test", submission, "test", probabilities=False, tta=False,
-                         allow_missing=False, device="auto", jobs=0)
+    status = run_predict(run_dir, corpus / "test", submission, PredictOptions(split="test"))
     answers = pd.read_csv(corpus / "test_labels.csv")
     scored = answers.merge(pd.read_csv(submission), on="filename", suffixes=("", "_predicted"))
     accuracy = float((scored["label"] == scored["label_predicted"]).mean())

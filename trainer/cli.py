@@ -17,8 +17,10 @@ stopped by SIGTERM or Ctrl-C after saving a checkpoint; 130 when Ctrl-C stops `p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from shared.config import AGGREGATES, CLASS_WEIGHTS, EARLY_STOP_METRICS, TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
@@ -110,6 +112,14 @@ def train_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     return from_dict(TrainConfig, data), set(data)
 
 
+def predict_options(args: argparse.Namespace, **fixed: Any):
+    """A `PredictOptions` from the options `predict` or `evaluate` was given, and `fixed` ones."""
+    from trainer.predict import PredictOptions
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PredictOptions) if f.name in vars(args)}
+    return PredictOptions(**{**given, **fixed})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -122,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.predict import run_predict
 
             with main_process_interrupts():  # Ctrl-C: one line here, no worker tracebacks
-                return run_predict(Path(args.run), Path(args.input), Path(args.out), args.split,
-                                   args.probabilities, args.tta, args.allow_missing, args.device, args.jobs,
-                                   args.on_bad_shard, args.aggregate, args.windows)
+                return run_predict(Path(args.run), Path(args.input), Path(args.out), predict_options(args))
         if args.command == "evaluate":
             from trainer.inference import by_file
             from trainer.predict import predict_any
@@ -132,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
             source = Path(args.shards or args.input)
             with main_process_interrupts():
-                predictor, predicted = predict_any(Path(args.run), source, args.split, labeled=True,
-                                                   device=args.device, tta=False, jobs=args.jobs,
-                                                   on_bad_shard=args.on_bad_shard)
+                predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)
                 files, windows = by_file(predicted, args.aggregate)
                 evaluate(Path(args.run), predictor.labels, files, where, windows=windows)

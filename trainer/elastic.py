@@ -23,6 +23,7 @@ from typing import Any
 
 from shared.config import TrainConfig, from_dict
 from shared.errors import UsageError
+from trainer.schedule import make_scheduler
 
 
 def relayout(cfg: TrainConfig, ckpt: dict[str, Any], world: int, batch_given: bool) -> tuple[TrainConfig, str]:
@@ -68,8 +69,6 @@ def steps_left(s: Any, epoch: int) -> int:
 
 
 def _fit_schedule(s: Any, ckpt: dict[str, Any]) -> None:
-    from trainer.setup import make_scheduler  # setup builds sessions with this module's help
-
     done = s.scheduler.last_epoch  # steps the schedule has taken
     planned = int(ckpt.get("schedule_steps", done + steps_left(s, ckpt["epoch"])))
     left = steps_left(s, ckpt["epoch"])

@@ -24,9 +24,9 @@ from shared.sources import Rejection
 from trainer import checkpoint
 from trainer.augment import centre_crop
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
+from trainer.device import default_workers, pick_amp, pick_device
 from trainer.models import build_model
 from trainer.progress import FileProgress
-from trainer.setup import default_workers, pick_amp, pick_device
 
 TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
 CHUNK_FILES = 64  # raw audio files per worker task (8 with segmented recordings: many windows each)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +24,36 @@ from shared.manifest import MANIFEST
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
-def predict_any(run: Path, source: Path, split: str, labeled: bool, device: str, tta: bool, jobs: int,
-                which: str = "best", on_bad_shard: str = "fail"):
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict and what to write (the model and its features come from the run's checkpoint)."""
+
+    split: str = "test"  # the split of a shard folder
+    labeled: bool = False  # raw audio: labels from class folders or a label column (to evaluate)
+    device: str = "auto"  # auto, cpu or cuda
+    tta: bool = False  # average over a few time shifts
+    jobs: int = 0  # feature processes for raw audio; 0: all cores
+    which: str = "best"  # the checkpoint: best.pt or last.pt
+    on_bad_shard: str = "fail"  # a damaged shard: stop, or "skip" it (one rejection each)
+    aggregate: str = "mean"  # how a segmented recording's windows combine into its row
+    probabilities: bool = False  # one probability column per class in the CSV
+    allow_missing: bool = False  # exit 0 even if some inputs could not be predicted
+    windows: bool = False  # also write OUT.windows.csv, one row per window
+
+
+def predict_any(run: Path, source: Path, opts: PredictOptions) -> tuple[Predictor, Predicted]:
     """(predictor, predictions) for a shard folder or raw audio."""
-    predictor = load_predictor(run, device, which, tta)
-    return predictor, predict_source(predictor, source, split, labeled, jobs, on_bad_shard)
+    predictor = load_predictor(run, opts.device, opts.which, opts.tta)
+    return predictor, predict_source(predictor, source, opts)
 
 
-def predict_source(predictor: Predictor, source: Path, split: str, labeled: bool, jobs: int,
-                   on_bad_shard: str = "fail") -> Predicted:
+def predict_source(predictor: Predictor, source: Path, opts: PredictOptions) -> Predicted:
     """A loaded model's predictions for a split of a shard folder, or for raw audio (a folder or a
     CSV), with the inputs that could not be predicted in `rejected`."""
     if (source / MANIFEST).exists():
-        return predict_shards(predictor, source, split, on_bad_shard)
-    items, rejected = list_inputs(source, labeled)
-    predicted = predict_files(predictor, items, jobs)
+        return predict_shards(predictor, source, opts.split, opts.on_bad_shard)
+    items, rejected = list_inputs(source, opts.labeled)
+    predicted = predict_files(predictor, items, opts.jobs)
     return Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
                      rejected + predicted.rejected, predicted.offsets)
 
@@ -88,15 +104,13 @@ def windows_path(out: Path) -> Path:
     return out.with_name(out.stem + ".windows.csv")
 
 
-def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: bool, tta: bool,
-                allow_missing: bool, device: str, jobs: int, on_bad_shard: str = "fail", aggregate: str = "mean",
-                per_window: bool = False) -> int:
-    predictor, rows = predict_any(run, source, split, labeled=False, device=device, tta=tta, jobs=jobs,
-                                  on_bad_shard=on_bad_shard)
-    predicted, windows = by_file(rows, aggregate)
-    write_submission(out, predictor.labels, predicted, probabilities)
-    if per_window:
-        write_windows(windows_path(out), predictor.labels, windows or rows, probabilities)
+def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int:
+    """Write the submission CSV `out` (and its errors and windows files); the exit status."""
+    predictor, rows = predict_any(run, source, opts)
+    predicted, windows = by_file(rows, opts.aggregate)
+    write_submission(out, predictor.labels, predicted, opts.probabilities)
+    if opts.windows:
+        write_windows(windows_path(out), predictor.labels, windows or rows, opts.probabilities)
     errors = errors_path(out)
     if predicted.rejected:
         write_bytes(errors, _csv_bytes(rejected_frame(predicted)))
@@ -104,7 +118,7 @@ def run_predict(run: Path, source: Path, out: Path, split: str, probabilities: b
         errors.unlink(missing_ok=True)
     print(f"wrote {out}: {len(predicted.paths)} predictions"
           + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else ""))
-    if predicted.rejected and not allow_missing:
+    if predicted.rejected and not opts.allow_missing:
         print(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "
               "pass --allow-missing to accept a submission without them", file=sys.stderr)
         return 1

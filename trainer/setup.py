@@ -1,12 +1,12 @@
 """Everything a training run is made of, built once: data, model, optimizer, schedule, AMP.
 
-`open_session` also enforces the resume rules: the shards must be the ones the checkpoint was
-trained on, and options given on the command line must not contradict the checkpoint's.
+`open_session` wires them together: the device and precision (`trainer.device`), the checkpoint
+to continue and the rules it must meet (`trainer.resume`, `trainer.elastic`), the checked shards,
+the model, the optimizer and its schedule (`trainer.schedule`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -17,55 +17,18 @@ import torch
 from torch import nn
 
 from shared.atomic import write_json
-from shared.config import AudioConfig, TrainConfig, from_dict, to_dict
+from shared.config import AudioConfig, TrainConfig, to_dict
 from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
 from shared.manifest import Manifest
-from trainer import checkpoint
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
+from trainer.device import default_workers, pick_amp, pick_device
 from trainer.distributed import World, join, sum_across
 from trainer.elastic import relayout
 from trainer.ema import WeightAverage
 from trainer.models import build_model, model_args
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA where supported, else fp16 (with a GradScaler); off on CPU."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if mode == "fp16" and device.type != "cuda":
-        raise UsageError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 or off")
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-def default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, cores - 1)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2),
-            pct_start=cfg.warmup_fraction or 0.25)
-    warmup = int(total_steps * cfg.warmup_fraction)
-
-    def factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+from trainer.resume import check_same_damage, checkpoint_to_resume, resumed_config
+from trainer.schedule import make_scheduler
 
 
 def class_weights(manifest: Manifest, rule: str, device: torch.device) -> torch.Tensor | None:
@@ -82,8 +45,10 @@ def class_weights(manifest: Manifest, rule: str, device: torch.device) -> torch.
     return weights.to(torch.float32).to(device)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Session:
+    """A training run's parts (built by `open_session`, by keyword)."""
+
     cfg: TrainConfig
     run: Path
     shards: Path
@@ -150,27 +115,7 @@ class Session:
             self.writer.close()
 
 
-MAY_CHANGE = {"device", "batch_size", "num_workers"}  # options that may differ from the checkpoint's
-
-
-def _check_resume(ckpt: dict[str, Any], manifest: Manifest, cfg: TrainConfig,
-                  explicit: set[str]) -> TrainConfig:
-    if ckpt["manifest_fingerprint"] != manifest.fingerprint():
-        what = "labels differ" if list(ckpt["labels"]) != list(manifest.labels) else \
-            "audio config differs" if ckpt["audio"] != to_dict(manifest.audio) else "shard contents differ"
-        raise UsageError(f"cannot resume: these shards are not the ones the checkpoint was trained on "
-                         f"({what}); point at the original shard folder or start a new --out")
-    saved = from_dict(TrainConfig, ckpt["train_config"])
-    for key in sorted(explicit - MAY_CHANGE):
-        if getattr(cfg, key) != getattr(saved, key):
-            raise UsageError(f"cannot resume: --{key.replace('_', '-')} {getattr(cfg, key)} differs from "
-                             f"the checkpoint's {getattr(saved, key)}; drop it to resume, or start a new --out")
-    # The device may change between runs (e.g. resume a CPU run on a GPU machine), and so may the
-    # layout (see trainer/elastic.py).
-    return TrainConfig(**{**to_dict(saved), **{key: getattr(cfg, key) for key in MAY_CHANGE & explicit}})
-
-
-def _check_damage(shards: Path, manifest: Manifest, policy: str, resumed: dict[str, Any] | None,
+def _check_damage(shards: Path, manifest: Manifest, policy: str,
                   world: World) -> tuple[dict[str, list], dict[str, list[BadShard]]]:
     """The good shards of train and val, and the damaged ones (`fail` stops at the first).
 
@@ -185,13 +130,6 @@ def _check_damage(shards: Path, manifest: Manifest, policy: str, resumed: dict[s
         if bad and world.is_main:
             print(f"warning: {split}: {describe_loss(bad)}; going on without them (--on-bad-shard skip)",
                   file=sys.stderr)
-    if resumed is not None:
-        before = sorted(resumed.get("skipped_shards", []))
-        now = sorted(b.name for bad in lost.values() for b in bad)
-        if before != now:
-            raise UsageError(f"cannot resume exactly: the damaged shards are now {now or 'none'}, "
-                             f"the checkpoint was trained without {before or 'none'}; rerun preprocess on "
-                             f"{shards} to repair them, or start a new --out")
     return good, lost
 
 
@@ -205,24 +143,19 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     if len(trained) < 2:
         raise UsageError(f"{shards} has {len(trained)} class(es) in its train split ({', '.join(trained) or 'none'}); "
                          "a classifier needs at least two: preprocess a corpus with more classes")
-    resumed = None
-    if resume and not any((run / name).exists() for name in (checkpoint.LAST, checkpoint.BACKUP)):
-        # Killed before its first checkpoint: nothing to lose, so --resume starts from the beginning.
-        print(f"no checkpoint in {run} yet; starting from the beginning", file=sys.stderr)
-        resume = False
-    if resume:
-        resumed = checkpoint.load_latest(run)
-        cfg, change = relayout(_check_resume(resumed, manifest, cfg, explicit), resumed, world.size,
+    resumed = checkpoint_to_resume(run, resume)
+    if resumed is not None:
+        cfg, change = relayout(resumed_config(resumed, manifest, cfg, explicit), resumed, world.size,
                                "batch_size" in explicit)
         if change and world.is_main:
             print(change, file=sys.stderr)
-    elif (run / checkpoint.LAST).exists():
-        raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     frames = manifest.audio.n_frames
     if cfg.train_frames > frames:
         raise UsageError(f"train_frames {cfg.train_frames} is longer than the stored mels ({frames} frames); "
                          f"use at most {frames} or preprocess with a longer duration_s")
-    good, lost = _check_damage(shards, manifest, on_bad_shard, resumed, world)
+    good, lost = _check_damage(shards, manifest, on_bad_shard, world)
+    if resumed is not None:
+        check_same_damage(resumed, lost, shards)
     train_shards, val_shards = good["train"], good["val"]
     if not train_shards:
         raise DataError(f"every train shard of {shards} is damaged; rerun preprocessing")
@@ -272,7 +205,9 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         writer = SummaryWriter(str(run / "tensorboard")) if world.is_main else None
     except ImportError:  # tensorboard is optional
         pass
-    return Session(cfg, run, shards, manifest, device, amp_dtype, raw_model, model, optimizer, scheduler,
-                   scaler, stream, make_loader(stream, pin, cfg.prefetch_factor), val_loader, norm,
-                   resumed, lost, world, writer, class_weights=class_weights(manifest, cfg.class_weights, device),
-                   schedule_steps=total_steps, ema=ema)
+    return Session(cfg=cfg, run=run, shards=shards, manifest=manifest, device=device, amp_dtype=amp_dtype,
+                   raw_model=raw_model, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                   train_stream=stream, train_loader=make_loader(stream, pin, cfg.prefetch_factor),
+                   val_loader=val_loader, norm=norm, resumed=resumed, lost=lost, world=world, writer=writer,
+                   class_weights=class_weights(manifest, cfg.class_weights, device), schedule_steps=total_steps,
+                   ema=ema)

@@ -250,7 +250,7 @@ def test_the_schedule_is_stretched_over_the_steps_left(schedule):
 
     from shared.config import TrainConfig
     from trainer.elastic import _fit_schedule
-    from trainer.setup import make_scheduler
+    from trainer.schedule import make_scheduler
 
     cfg = TrainConfig(lr=1e-3, epochs=2, schedule=schedule)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
@@ -278,7 +278,7 @@ def test_an_older_checkpoints_position_resumes_at_an_epoch_boundary_and_is_refus
 
     from shared.config import TrainConfig
     from trainer.elastic import restore_position
-    from trainer.setup import make_scheduler
+    from trainer.schedule import make_scheduler
 
     shards = [Shard("a.tar", 20)]
     stream = Synthetic("unused", shards, 4, 2, seed=7, shuffle_buffer=4)

@@ -125,3 +125,22 @@ def test_ctrl_c_during_predict_exits_130_with_one_line_and_writes_nothing(traine
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: nothing was written"), lines
     assert not out.exists() and not list(tmp_path.glob("s.*"))
+
+
+def test_every_predict_and_evaluate_option_reaches_predict_options():
+    from dataclasses import fields
+
+    from trainer.cli import build_parser, predict_options
+    from trainer.predict import PredictOptions
+
+    names = {f.name for f in fields(PredictOptions)}
+    args = build_parser().parse_args(["predict", "RUN", "--input", "X", "--out", "o.csv", "--split", "val",
+                                      "--probabilities", "--tta", "--allow-missing", "--device", "cpu", "--jobs", "3",
+                                      "--aggregate", "max", "--windows", "--on-bad-shard", "skip"])
+    assert predict_options(args) == PredictOptions(split="val", probabilities=True, tta=True, allow_missing=True,
+                                                   device="cpu", jobs=3, aggregate="max", windows=True,
+                                                   on_bad_shard="skip")
+    assert set(vars(args)) - names == {"command", "run", "input", "out"}  # the paths, passed on their own
+    args = build_parser().parse_args(["evaluate", "RUN", "--shards", "S", "--split", "train", "--jobs", "2"])
+    assert predict_options(args, labeled=True) == PredictOptions(split="train", jobs=2, labeled=True)
+    assert set(vars(args)) - names == {"command", "run", "shards", "input"}
