@@ -30,6 +30,7 @@ from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
 from shared.manifest import Manifest
+from shared.options import add_options, option_fields
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
 
@@ -47,21 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML file with any of these options")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an --out made with a different config")
-    parser.add_argument("--augment-copies", type=int, help="augmented copies per training clip (default 1)")
-    parser.add_argument("--segment", action="store_true", default=None,
-                        help="recordings longer than --duration become consecutive windows (all of the audio "
-                             "is used); without it they are cropped to their start")
-    parser.add_argument("--balance-classes", action="store_true", default=None,
-                        help="more augmented copies for smaller train classes, up to the largest class's count")
-    parser.add_argument("--balance-cap", type=int, help="with --balance-classes: most copies per clip (default 10)")
-    parser.add_argument("--val-fraction", type=float, help="validation share (default 0.2)")
-    parser.add_argument("--seed", type=int, help="seed for split, shard order and augmentation (default 42)")
-    parser.add_argument("--shard-size", type=int, help="samples per shard (default 500)")
-    parser.add_argument("--max-rejected", type=float,
-                        help="fail when more than this share of inputs is rejected (default 0.5)")
-    parser.add_argument("--sr", type=int, help="sample rate of the features (default 22050)")
-    parser.add_argument("--duration", type=float, help="clip length in seconds (default 5.0)")
-    parser.add_argument("--n-mels", type=int, help="mel bands (default 128)")
+    for config in CONFIG_OPTIONS:  # every field made with `shared.config.option`
+        add_options(parser, config, flat_name(config))
     parser.add_argument("--backend", choices=["local", "dask"],
                         help="where shard jobs run: local joblib processes (default), or a dask.distributed cluster")
     parser.add_argument("--scheduler", help="with --backend dask: the scheduler address, e.g. tcp://HOST:8786")
@@ -75,19 +63,22 @@ NESTED: dict[str, tuple[str, str]] = {
     **{f.name: ("augment", f.name) for f in dataclasses.fields(AugmentConfig) if f.name != "copies"},
     "augment_copies": ("augment", "copies"),
 }
+CONFIG_OPTIONS = (PreprocessConfig, AudioConfig, AugmentConfig)  # the configs whose options are flags
+
+
+def flat_name(config: type):
+    """Field name -> its flat option name (`NESTED`) for one of the `CONFIG_OPTIONS`."""
+    table = {AudioConfig: "audio", AugmentConfig: "augment"}.get(config)
+    return lambda field: next((flat for flat, where in NESTED.items() if where == (table, field)), field)
 
 
 def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     """Merge the TOML file and the command line (which wins) into options and a config."""
     data: dict[str, Any] = load_toml(args.config) if args.config else {}
-    given = {
-        "src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs,
-        "overwrite": args.overwrite, "seed": args.seed, "val_fraction": args.val_fraction,
-        "shard_size": args.shard_size, "max_rejected": args.max_rejected,
-        "sr": args.sr, "duration_s": args.duration, "n_mels": args.n_mels,
-        "augment_copies": args.augment_copies, "segment": args.segment,
-        "balance_classes": args.balance_classes, "balance_cap": args.balance_cap,
-    }
+    given = {"src": args.src, "out": args.out, "test": args.test, "jobs": args.jobs, "overwrite": args.overwrite}
+    for config in CONFIG_OPTIONS:
+        flat = flat_name(config)
+        given.update({flat(f.name): getattr(args, flat(f.name)) for f in option_fields(config)})
     return resolve_options(data, given, args.backend, args.scheduler)
 
 

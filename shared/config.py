@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,23 @@ def _check_range(name: str, value: tuple[float, float], low: float, high: float)
     )
 
 
+def option(default: Any, help: str, *, choices: Iterable[str] | None = None, flag: str | None = None) -> Any:
+    """A field that is also a command-line flag (`shared.options` makes it): `help` for --help,
+    which adds the default unless the text says it; `choices` for a closed set; `flag` when it is
+    not the field's name. Every other field is set in a TOML `--config` only."""
+    return field(default=default, metadata={"help": help, "choices": None if choices is None else tuple(choices),
+                                            "flag": flag})
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     """Parameters of the one audio -> log-mel function (`shared.audio`)."""
 
-    sr: int = 22050  # target sample rate; every clip is resampled to it with soxr
-    duration_s: float = 5.0  # clips are padded with zeros or cropped to this length
+    sr: int = option(22050, "sample rate of the features")  # every clip is resampled to it with soxr
+    duration_s: float = option(5.0, "clip length in seconds", flag="--duration")  # padded with zeros or cropped
     n_fft: int = 2048  # FFT size and (Hann) window length
     hop_length: int = 512  # samples between frames
-    n_mels: int = 128  # mel bands
+    n_mels: int = option(128, "mel bands")
     fmin: float = 0.0  # lowest mel band edge in Hz
     fmax: float | None = None  # highest mel band edge in Hz; None means sr / 2
     top_db: float = 20.0  # trim leading/trailing audio this far below the clip's peak; 0: no trim
@@ -57,7 +66,8 @@ class AudioConfig:
     # windows of `duration_s`, `segment_hop_s` apart (0: `duration_s`, no overlap); a last window
     # shorter than `min_segment_s` (at most `duration_s`) is dropped. Without it, a clip is
     # cropped to its first `duration_s` (after trimming).
-    segment: bool = False
+    segment: bool = option(False, "recordings longer than --duration become consecutive windows (all of the "
+                                  "audio is used); without it they are cropped to their start")
     segment_hop_s: float = 0.0
     min_segment_s: float = 1.0
 
@@ -102,7 +112,7 @@ class AudioConfig:
 class AugmentConfig:
     """Random transforms for the augmented copies of training clips."""
 
-    copies: int = 1  # augmented copies per training clip (the seeds' default doubles the set)
+    copies: int = option(1, "augmented copies per training clip")  # the seeds' default doubles the set
     transforms: tuple[str, ...] = DEFAULT_TRANSFORMS  # each copy draws one of these uniformly
     snr_db: tuple[float, float] = (10.0, 30.0)  # noise: signal-to-noise ratio range
     pitch_semitones: float = 2.0  # pitch: shift drawn from [-x, x] semitones
@@ -114,8 +124,9 @@ class AugmentConfig:
     cut_end: float = 0.3  # cut: up to this share of the clip's end removed (a recording stopped early)
     # Minority classes of the train split get more copies, so that every class reaches the
     # majority's sample count, at most `balance_cap` copies per clip.
-    balance_classes: bool = False
-    balance_cap: int = 10
+    balance_classes: bool = option(False, "more augmented copies for smaller train classes, up to the largest "
+                                          "class's count")
+    balance_cap: int = option(10, "with --balance-classes: most copies per clip")
 
     def __post_init__(self) -> None:
         _require(self.copies >= 0, f"augment.copies must be >= 0, got {self.copies}")
@@ -142,10 +153,10 @@ class PreprocessConfig:
 
     audio: AudioConfig = field(default_factory=AudioConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 42  # every random choice derives from it
-    val_fraction: float = 0.2  # share of labeled clips held out for validation (stratified)
-    shard_size: int = 500  # samples per shard (augmented copies included)
-    max_rejected: float = 0.5  # fail the run when more than this share of inputs is rejected
+    seed: int = option(42, "seed for split, shard order and augmentation")  # every random choice derives from it
+    val_fraction: float = option(0.2, "validation share")  # of the labeled clips, stratified
+    shard_size: int = option(500, "samples per shard")  # augmented copies included
+    max_rejected: float = option(0.5, "fail when more than this share of inputs is rejected")
 
     def __post_init__(self) -> None:
         _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
@@ -207,9 +218,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+# The models a run can train: trainer/models.py builds each (its registry names exactly these).
 MODELS = ("cnn", "resnet9")
 SCHEDULES = ("cosine", "onecycle")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
 EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_balanced_acc": "max"}
 CLASS_WEIGHTS = ("none", "balanced")
 AGGREGATES = ("mean", "max")  # how a segmented recording's windows combine at prediction
@@ -219,22 +232,26 @@ AGGREGATES = ("mean", "max")  # how a segmented recording's windows combine at p
 class TrainConfig:
     """Everything that decides a training run's result (recorded in config.json and checkpoints)."""
 
-    model: str = "cnn"  # "cnn" (the seeds' classifier) or "resnet9" (Myrtle/DAWNBench layout)
-    width: float = 1.0  # channel multiplier; below 1 makes a model small enough for a CPU
+    # "cnn" (the seeds' classifier) or "resnet9" (Myrtle/DAWNBench layout)
+    model: str = option("cnn", "classifier", choices=MODELS)
+    width: float = option(1.0, "channel multiplier")  # below 1 makes a model small enough for a CPU
     dropout: float = 0.3  # before the classifier
-    epochs: int = 80  # upper bound; early stopping usually ends sooner
-    batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate (AdamW)
+    epochs: int = option(80, "maximum epochs")  # early stopping usually ends sooner
+    batch_size: int = option(32, "samples per batch")
+    lr: float = option(1e-3, "peak learning rate")  # AdamW
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     # "balanced": cross-entropy weights from the train split's per-class counts (inverse
     # frequency, mean 1), so a 50:1 majority cannot win by being answered always.
-    class_weights: str = "none"
-    schedule: str = "cosine"  # "cosine" (linear warm-up, cosine decay) or "onecycle"
+    class_weights: str = option("none", "cross-entropy class weights; balanced: inverse train frequency",
+                                choices=CLASS_WEIGHTS)
+    # "cosine" (linear warm-up, cosine decay) or "onecycle"
+    schedule: str = option("cosine", "LR schedule", choices=SCHEDULES)
     warmup_fraction: float = 0.05  # share of all steps spent warming up
     grad_clip: float = 1.0  # max gradient norm, after unscaling; 0 disables
-    amp: str = "auto"  # auto: bf16 (else fp16 + GradScaler) on CUDA, off on CPU
-    mixup_p: float = 0.5  # probability that a training batch is mixed
+    # auto: bf16 (else fp16 + GradScaler) on CUDA, off on CPU
+    amp: str = option("auto", "mixed precision (default auto: on for CUDA)", choices=AMP_MODES)
+    mixup_p: float = option(0.5, "probability of mixing a batch")
     mixup_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing weight
     eq_db: float = 0.0  # random equalisation: tilt of up to this many dB at the band edges; 0: off
     freq_masks: int = 0  # SpecAugment: frequency masks per training sample
@@ -248,18 +265,20 @@ class TrainConfig:
     warp: tuple[float, float] = (1.0, 1.0)  # frequency warp f -> alpha f, alpha range; (1, 1): off
     noise_p: float = 0.0  # share of clips given white or pink noise ...
     noise_snr_db: tuple[float, float] = (10.0, 40.0)  # ... at an SNR drawn from this range
-    ema_decay: float = 0.0  # exponential moving average of the weights for validation and predict; 0: off
-    early_stop_metric: str = "val_loss"  # val_loss, val_acc, val_f1 or val_balanced_acc
-    patience: int = 10  # epochs without improvement before stopping
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.999) "
+                                   "for validation, best.pt and predict (default 0: off)")
+    early_stop_metric: str = option("val_loss", "the validation figure early stopping follows",
+                                    choices=EARLY_STOP_METRICS)
+    patience: int = option(10, "early-stopping patience in epochs")  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
-    seed: int = 42
-    num_workers: int = 0  # loader processes; 0 means cores - 1 (at least 1)
+    seed: int = option(42, "seed of the weights, the data order and every augmentation")
+    num_workers: int = option(0, "loader processes (default cores - 1)")  # 0 means cores - 1 (at least 1)
     prefetch_factor: int = 4  # batches each loader worker prepares ahead
     shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer
-    checkpoint_every: int = 0  # also write last.pt every this many steps; 0: epoch ends only
-    device: str = "auto"  # auto, cpu or cuda
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the model
+    checkpoint_every: int = option(0, "also save last.pt every N steps (default 0: at epoch ends only)")
+    device: str = option("auto", "where to train", choices=DEVICES)
+    channels_last: bool = option(False, "channels-last memory format")
+    compile: bool = option(False, "torch.compile the model")
 
     def __post_init__(self) -> None:
         _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
@@ -292,4 +311,4 @@ class TrainConfig:
         _require(self.num_workers >= 0 and self.prefetch_factor >= 1, "num_workers >= 0, prefetch_factor >= 1")
         _require(self.shuffle_buffer >= 1, "shuffle_buffer must be at least 1")
         _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
-        _require(self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda")
+        _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")

@@ -22,38 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.config import AGGREGATES, CLASS_WEIGHTS, EARLY_STOP_METRICS, TrainConfig, from_dict, load_toml
+from shared.config import AGGREGATES, DEVICES, TrainConfig, from_dict, load_toml
 from shared.errors import DataError, UsageError, report
+from shared.integrity import POLICIES
 from shared.interrupt import main_process_interrupts
 from shared.location import location
-
-# command-line option -> TrainConfig field (argparse dest)
-TRAIN_OPTIONS = {
-    "--model": dict(choices=["cnn", "resnet9"], help="classifier (default cnn)"),
-    "--width": dict(type=float, help="channel multiplier (default 1.0)"),
-    "--epochs": dict(type=int, help="maximum epochs (default 80)"),
-    "--batch-size": dict(type=int, help="samples per batch (default 32)"),
-    "--lr": dict(type=float, help="peak learning rate (default 1e-3)"),
-    "--schedule": dict(choices=["cosine", "onecycle"], help="LR schedule (default cosine)"),
-    "--amp": dict(choices=["auto", "off", "bf16", "fp16"], help="mixed precision (default auto: on for CUDA)"),
-    "--mixup-p": dict(type=float, help="probability of mixing a batch (default 0.5)"),
-    "--ema-decay": dict(type=float, help="keep an exponential moving average of the weights with this decay "
-                                         "(e.g. 0.999) for validation, best.pt and predict (default 0: off)"),
-    "--patience": dict(type=int, help="early-stopping patience in epochs (default 10)"),
-    "--early-stop-metric": dict(choices=list(EARLY_STOP_METRICS), help="default val_loss"),
-    "--class-weights": dict(choices=list(CLASS_WEIGHTS), help="cross-entropy class weights: none (default) or "
-                                                              "balanced (inverse train frequency)"),
-    "--device": dict(choices=["auto", "cpu", "cuda"], help="default auto"),
-    "--seed": dict(type=int, help="default 42"),
-    "--num-workers": dict(type=int, help="loader processes (default cores - 1)"),
-    "--checkpoint-every": dict(type=int, help="also save last.pt every N steps"),
-    "--channels-last": dict(action="store_true", default=None, help="channels-last memory format"),
-    "--compile": dict(action="store_true", default=None, help="torch.compile the model"),
-}
+from shared.options import add_options, option_fields
 
 
 def _bad_shard_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--on-bad-shard", choices=["fail", "skip"], default="fail",
+    command.add_argument("--on-bad-shard", choices=list(POLICIES), default="fail",
                          help="a shard whose size or sha256 differs from the manifest: stop (default) "
                               "or go on without it, reporting the samples lost")
 
@@ -67,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, config.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     train.add_argument("--config", help="TOML file with TrainConfig keys")
-    for flag, spec in TRAIN_OPTIONS.items():
-        train.add_argument(flag, **spec)
+    add_options(train, TrainConfig)  # every TrainConfig field made with `option`
 
     predict = commands.add_parser("predict", help="predict a shard split or raw audio into a CSV")
     predict.add_argument("run", help="run folder with best.pt")
@@ -78,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
     predict.add_argument("--tta", action="store_true", help="average over a few time shifts")
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
-    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--device", default="auto", choices=list(DEVICES))
     predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
     predict.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
                          help="how the windows of a segmented recording combine into its row (default mean)")
@@ -90,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--shards", help="shard folder")
     source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--device", default="auto", choices=list(DEVICES))
     evaluate.add_argument("--jobs", type=int, default=0)
     evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
                           help="how the windows of a segmented recording combine into its prediction")
@@ -106,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def train_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     """The TOML file merged with the command line; also which keys the user set explicitly."""
     data = load_toml(args.config) if args.config else {}
-    given = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in TRAIN_OPTIONS}
+    given = {f.name: getattr(args, f.name) for f in option_fields(TrainConfig)}
     given = {key: value for key, value in given.items() if value is not None}
     data.update(given)
     return from_dict(TrainConfig, data), set(data)

@@ -77,6 +77,8 @@ class ResNet9(nn.Module):
         return self.head(self.net(x)) * self.scale
 
 
+# The class of every name in shared.config.MODELS (which the config, --model's choices and --help
+# take; a test holds the two equal).
 MODELS = {"cnn": SeedCNN, "resnet9": ResNet9}
 
 
