@@ -25,6 +25,7 @@ from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict,
 from shared.errors import DataError, UsageError
 from shared.location import location
 from shared.manifest import Manifest
+from shared.rejections import rejections_frame
 
 # ---------------------------------------------------------------------------------------------
 # preprocess
@@ -70,7 +71,7 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     or by default on a terminal (never with `progress=False`); warnings go to stderr.
     """
     from preprocess.cli import failure, resolve_options
-    from preprocess.pipeline import ERROR_COLUMNS, run
+    from preprocess.pipeline import run
     from shared.interrupt import main_process_interrupts
 
     given = {"src": str(src), "out": str(out), "test": str(test) if test else None, "jobs": jobs,
@@ -83,7 +84,7 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     problem = failure(Manifest.from_dict(result.manifest), cfg.max_rejected, opts.out)
     if problem:
         raise DataError(problem)
-    return PreprocessResult(opts.out, result.manifest, pd.DataFrame(result.errors, columns=ERROR_COLUMNS),
+    return PreprocessResult(opts.out, result.manifest, rejections_frame(result.errors),
                             result.seconds, result.skipped_shards)
 
 
@@ -153,7 +154,7 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     `allow_missing`; then they are in `frame.attrs["errors"]` (path, stage, reason, detail).
     """
     from trainer.inference import Predictor, by_file, predict_files
-    from trainer.predict import PredictOptions, predict_source, rejected_frame, submission_frame
+    from trainer.predict import PredictOptions, predict_source, submission_frame
 
     predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
     if isinstance(inputs, (str, Path)):
@@ -167,7 +168,7 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
         raise DataError(f"{len(files.rejected)} input(s) could not be predicted, e.g. {first.path}: "
                         f"{first.reason} ({first.detail}); pass allow_missing=True to get the others")
     frame = submission_frame(predictor.labels, files, probabilities).reset_index(drop=True)
-    frame.attrs["errors"] = rejected_frame(files)
+    frame.attrs["errors"] = rejections_frame(files.rejected, sort=True)
     return frame
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 from rich.console import Console
 
@@ -36,9 +34,9 @@ from shared.config import PreprocessConfig
 from shared.errors import UsageError
 from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
+from shared.rejections import rejections_csv
+from shared.runtime import available_cores
 from shared.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
-
-ERROR_COLUMNS = ["path", "stage", "reason", "detail"]
 
 
 @dataclass(frozen=True)
@@ -62,13 +60,6 @@ class RunResult:
     jobs: int
     skipped_shards: int
     processed: int | None = None  # clips this run decoded (0: it only verified finished shards)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,12 +326,6 @@ def imbalance_notes(per_class: dict[str, int], balanced: bool) -> list[str]:
             f"'{smallest}' {per_class[smallest]}); {done}"]
 
 
-def _errors_csv(rows: list[list[str]]) -> bytes:
-    buffer = io.StringIO()
-    pd.DataFrame(rows, columns=ERROR_COLUMNS).to_csv(buffer, index=False)
-    return buffer.getvalue().encode("utf-8")
-
-
 def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None) -> RunResult:
     """Preprocess `opts.src` into shards under `opts.out`; see the module docstring."""
     console = console or Console(stderr=True)
@@ -387,7 +372,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
             manifest["splits"]["train"]["copies_per_class"] = train_copies
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
-        out.write(ERRORS, _errors_csv(errors))
+        out.write(ERRORS, rejections_csv(errors))
         out.write(MANIFEST, json_bytes(manifest))
     return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending),
                      total_clips - done_clips)

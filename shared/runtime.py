@@ -1,11 +1,21 @@
-"""Per-process tuning shared by preprocessing workers and the trainer's loader workers."""
+"""Per-process facts and tuning shared by preprocessing workers, the trainer and its loader workers."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

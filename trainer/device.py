@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from shared.errors import UsageError
+from shared.runtime import available_cores
 
 
 def pick_device(name: str) -> torch.device:
@@ -29,5 +28,5 @@ def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, cores - 1)
+    """Loader processes per training process: every core but the one that steps the model."""
+    return max(1, available_cores() - 1)

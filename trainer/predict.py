@@ -21,6 +21,7 @@ import pandas as pd
 
 from shared.atomic import write_bytes
 from shared.manifest import MANIFEST
+from shared.rejections import rejections_csv
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
@@ -75,12 +76,6 @@ def submission_frame(labels: list[str], predicted: Predicted, probabilities: boo
     return frame.sort_values("filename", kind="stable")
 
 
-def rejected_frame(predicted: Predicted) -> pd.DataFrame:
-    """The inputs that could not be predicted: path, stage, reason, detail (sorted by path)."""
-    return pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
-                        columns=["path", "stage", "reason", "detail"]).sort_values("path")
-
-
 def write_submission(out: Path, labels: list[str], predicted: Predicted, probabilities: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, _csv_bytes(submission_frame(labels, predicted, probabilities)))
@@ -113,7 +108,7 @@ def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int
         write_windows(windows_path(out), predictor.labels, windows or rows, opts.probabilities)
     errors = errors_path(out)
     if predicted.rejected:
-        write_bytes(errors, _csv_bytes(rejected_frame(predicted)))
+        write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
     print(f"wrote {out}: {len(predicted.paths)} predictions"

@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from shared.atomic import write_bytes, write_json  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
+from shared.rejections import rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
 
@@ -128,9 +129,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     metrics["not_evaluated"] = len(predicted.rejected)
     skipped = report / "not_evaluated.csv"
     if predicted.rejected:
-        frame = pd.DataFrame([[r.path, r.stage, r.reason, r.detail] for r in predicted.rejected],
-                             columns=["path", "stage", "reason", "detail"])
-        write_bytes(skipped, frame.to_csv(index=False).encode())
+        write_bytes(skipped, rejections_csv(predicted.rejected))
     else:
         skipped.unlink(missing_ok=True)
     write_json(report / "metrics.json", metrics)
