@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.config import PreprocessConfig, to_dict
+from shared.labels import label_index
 from shared.sources import SPLITS, Clip
 
 
@@ -132,7 +133,7 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
 
     A clip and its augmented copies always share a shard, so it is decoded once.
     """
-    index = {name: i for i, name in enumerate(labels)}
+    index = label_index(labels)
     copies = augment_copies(clips, cfg)
     keys = assign_keys(clips, copies, cfg.audio.segment)
     jobs: list[ShardJob] = []

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 
 from shared.errors import UsageError
+from shared.labels import fit_labels, label_index
 from shared.sources import Clip
 
 
@@ -87,9 +88,9 @@ def group_val_mask(labels: list[str], groups: list[str], fraction: float, seed: 
     training clips stays in training. Depends on the group names and sizes, not on listing order.
     """
     names = sorted(set(groups))
-    classes = sorted(set(labels))
+    classes = fit_labels(labels)
     g_index = {name: i for i, name in enumerate(names)}
-    c_index = {name: i for i, name in enumerate(classes)}
+    c_index = label_index(classes)
     counts = np.zeros((len(names), len(classes)), dtype=np.int64)
     for label, group in zip(labels, groups):
         counts[g_index[group], c_index[label]] += 1

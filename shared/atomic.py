@@ -29,8 +29,9 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temporary file for binary writing; on success it replaces `path` atomically."""
+def atomic_open(path: str | Path, backup: str | Path | None = None) -> Iterator[BinaryIO]:
+    """Open a temporary file for binary writing; on success it replaces `path` atomically. With
+    `backup`, the file `path` held until then (if any) is renamed to it first."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -38,6 +39,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ one checkpoint interval: `load_latest` falls back to the backup with a warning.
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 import zipfile
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from shared.atomic import fsync_dir, temp_path
+from shared.atomic import atomic_open
 from shared.errors import DataError, UsageError
 
 FORMAT = "melshard-checkpoint/1"
@@ -26,19 +25,8 @@ LAST, BACKUP, BEST = "last.pt", "last.prev.pt", "best.pt"
 def save(path: str | Path, payload: dict[str, Any], keep_backup: bool = False) -> None:
     """Write `payload` to `path` atomically; with `keep_backup`, the old file becomes *.prev.pt."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with tmp.open("wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_backup and path.exists():
-            os.replace(path, path.with_name(BACKUP))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_open(path, backup=path.with_name(BACKUP) if keep_backup else None) as handle:
+        torch.save({"format": FORMAT, **payload}, handle)
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from shared.atomic import write_bytes, write_json  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
+from shared.labels import label_index  # noqa: E402
 from shared.rejections import rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
@@ -84,7 +85,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
                         f"(first: {predicted.rejected[0].path}: {predicted.rejected[0].reason})")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
-    index = {name: i for i, name in enumerate(labels)}
+    index = label_index(labels)
     unknown = sorted({predicted.truth[i] for i in known} - index.keys())
     if unknown:
         raise UsageError(f"{source} has labels the model never saw: {unknown[:5]}")
@@ -100,9 +101,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
                "macro_f1": macro_f1(y_true, y_pred, len(labels)),
                "balanced_accuracy": balanced_accuracy(y_true, y_pred)}
     if windows is not None:
-        index_of = {name: i for i, name in enumerate(labels)}
-        scored = [i for i, t in enumerate(windows.truth) if t in index_of]
-        hits = [windows.probs[i].argmax() == index_of[windows.truth[i]] for i in scored]
+        scored = [i for i, t in enumerate(windows.truth) if t in index]
+        hits = [windows.probs[i].argmax() == index[windows.truth[i]] for i in scored]
         metrics["windows"] = {"samples": len(scored), "accuracy": float(np.mean(hits)) if hits else float("nan")}
     baseline = majority_baseline(y_true, len(labels))
     metrics["majority_baseline"] = {"class": labels[baseline.pop("class_index")], **baseline}
