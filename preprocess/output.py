@@ -78,16 +78,17 @@ class LocalOutput:
         (self.folder / name).unlink(missing_ok=True)
 
     def stamp(self, name: str) -> list[int] | None:
-        """(size, mtime, inode) of a written file: what a rerun compares instead of rehashing."""
+        """(size, mtime, ctime, device, inode) of a written file: what a rerun compares instead of
+        rehashing (the ctime changes with any write and cannot be set back from user space)."""
         try:
             st = (self.folder / name).stat()
         except FileNotFoundError:
             return None
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino]
 
     def problem(self, name: str, size: int, sha256: str, stamp: list[int] | None = None) -> str | None:
         """Why `name` is not the finished shard its journal describes, or None. A shard whose
-        size, mtime and inode are still those journaled right after it was written is taken as
+        stat (size, mtime, ctime, device, inode) is still the one journaled right after it was written is taken as
         it is (a rerun then costs a `stat` per finished shard, not a read of every byte); any
         other is hashed and read through. Training and `inspect` always hash every shard."""
         if stamp is not None and self.stamp(name) == stamp:

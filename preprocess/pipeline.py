@@ -1,8 +1,9 @@
 """The preprocessing run: list -> split -> plan -> shards in parallel -> errors.csv -> manifest.
 
 Resumable by construction: the plan is deterministic, every finished shard is journaled after
-its atomic rename, and a rerun on the same `--out` verifies the journal (size and sha256) and
-redoes only what is missing. The manifest is written last, so its presence means "complete".
+its atomic rename, and a rerun on the same `--out` keeps a journaled shard whose stat is
+unchanged (else hashes it) and redoes only what is missing. The manifest is written last, so
+its presence means "complete".
 The output is a folder or an fsspec URL (`preprocess.output`); the steps are the same on both.
 """
 
@@ -208,9 +209,14 @@ POOL_SAMPLES = 256
 POOL_BYTES = 256 * 2**20  # input bytes that count as that much work (long recordings, --segment)
 
 
-def pool_size(pending: list[ShardJob], jobs: int) -> int:
+def pool_size(pending: list[ShardJob], jobs: int, segmented: bool = False) -> int:
     """Processes for `pending`, at most `jobs`: 1 means this process, no pool."""
-    per_worker = max(1, int(os.environ.get("MELSHARD_POOL_SAMPLES", POOL_SAMPLES)))
+    setting = os.environ.get("MELSHARD_POOL_SAMPLES", str(POOL_SAMPLES))
+    if not setting.isdigit():
+        raise UsageError(f"MELSHARD_POOL_SAMPLES={setting!r} is not a whole number; unset it or give e.g. 256")
+    per_worker = max(1, int(setting))
+    if segmented:  # a recording's window count is not known before decoding: every worker
+        return max(1, min(jobs, len(pending)))
     size = sum(item.size or 0 for job in pending for item in job.items)
     work = max(sum(job.samples for job in pending), size / POOL_BYTES * POOL_SAMPLES)  # in samples
     return max(1, min(jobs, len(pending), math.ceil(work / per_worker)))
@@ -225,7 +231,7 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, jobs: 
         return
     if jobs == 1:
         for job in pending:
-            yield write_shard(job, cfg, str(out))
+            yield write_shard(job, cfg, str(out), in_worker=False)
         return
     # inner_max_num_threads=1 caps BLAS/OpenMP threads in the loky workers from their start.
     with parallel_config(backend="loky", inner_max_num_threads=1):
@@ -353,7 +359,8 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
             out.remove(MANIFEST)  # present only when everything is
         done_clips = sum(len(j.items) for j in plan if j.name in records)
         total_clips = sum(len(j.items) for j in plan)
-        jobs = pool_size(pending, jobs)
+        if opts.backend != "dask":
+            jobs = pool_size(pending, jobs, cfg.audio.segment)
         try:
             for record in track(run_jobs(pending, cfg, out, jobs, opts.scheduler if opts.backend == "dask" else None),
                                 total_clips, done_clips, console):

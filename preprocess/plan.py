@@ -156,6 +156,13 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
     return jobs
 
 
+# The feature code's version: raised when the same config gives other mel values, so that a run
+# killed under one version is not finished under another (the rerun is refused and says so).
+# 2: the mel product sums re^2 and im^2 through a sparse filterbank (a float16 value can move
+# by one step, about 0.02% of them).
+FEATURES = 2
+
+
 def job_fingerprint(job: ShardJob, cfg: PreprocessConfig) -> str:
     """Identifies a shard's exact content: its items, each input file's size and modification
     time, and the config that turns them into mels.
@@ -164,7 +171,7 @@ def job_fingerprint(job: ShardJob, cfg: PreprocessConfig) -> str:
     `mv`, `cp -p` or `rsync -a`) still matches; a file replaced under the same name does not.
     """
     content = to_dict(cfg)
-    recipe = {"audio": content["audio"], "augment": content["augment"], "seed": cfg.seed}
+    recipe = {"audio": content["audio"], "augment": content["augment"], "seed": cfg.seed, "features": FEATURES}
     items = [[i.key, i.rel, i.label, i.cls, i.group, i.copies, i.size, i.mtime_ns] for i in job.items]
     payload = json.dumps([recipe, job.name, items], sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -1,9 +1,9 @@
 """Writing one shard: the work a single preprocessing worker does for one `ShardJob`.
 
 A worker owns whole shards: it decodes each clip once, makes the original and its augmented
-copies, writes them with webdataset's `TarWriter` to a hidden temporary file, fsyncs, renames it
-to its final name (or uploads it whole to an object store: `preprocess.output`), and only then
-records the shard in the journal. Nothing it returns to the
+copies, writes them with `TarSink` (the bytes of webdataset's `TarWriter`) to a hidden
+temporary file, fsyncs, renames it to its final name (or uploads it whole to an object store:
+`preprocess.output`), and only then records the shard in the journal. Nothing it returns to the
 parent holds audio: a few counters and per-band sums.
 """
 
@@ -157,10 +157,14 @@ class TarSink:
         self._tar.close()
 
 
-def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str) -> dict[str, Any]:
-    """Write `job`'s shard under `out` (a folder or an fsspec URL) and return (and journal) its record."""
-    tune_allocator()
-    limit_threads()
+def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str, in_worker: bool = True) -> dict[str, Any]:
+    """Write `job`'s shard under `out` (a folder or an fsspec URL) and return (and journal) its record.
+
+    In a worker process, threads are limited to one and the allocator tuned for the clip loop;
+    in the caller's own process (`in_worker=False`: a small run) its settings are left alone."""
+    if in_worker:
+        tune_allocator()
+        limit_threads()
     target = output(out)
     stats = _BandStats(cfg.audio.n_mels)
     per_class: dict[str, int] = {}

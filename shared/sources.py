@@ -137,6 +137,7 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read CSV {csv_path}: {str(exc).splitlines()[0]}") from None
     table.columns = [c.strip().lower() for c in table.columns]
+    table = table.loc[:, ~table.columns.duplicated()]  # `label` twice (e.g. "Label" and "label"): the first
     needed = ["path", "label"] if labeled else ["path"]
     missing = [c for c in needed if c not in table.columns]
     if missing:

@@ -31,7 +31,8 @@ def test_a_rerun_stats_finished_shards_and_rehashes_only_a_changed_one(tmp_path,
     assert hashed == [] and second.processed == 0
     assert second.manifest == first.manifest
 
-    # Same size, other bytes: the stat differs (mtime, inode), so it is hashed, found wrong and rewritten.
+    # Same size, other bytes, written in place: the stat differs (mtime, ctime), so it is hashed,
+    # found wrong and rewritten.
     victim = shards[1]
     data = bytearray(victim.read_bytes())
     data[700] ^= 0xFF

@@ -61,3 +61,29 @@ def test_a_small_run_is_the_same_in_one_process_and_imports_nothing_heavy(tmp_pa
     one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir() if p.is_file()}
     two = {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir() if p.is_file()}
     assert one == two and any(name.endswith(".tar") for name in one)
+
+
+def test_a_small_run_in_the_callers_process_leaves_its_thread_settings_alone(tmp_path, monkeypatch):
+    """The API may preprocess then train in one process: a run done there must not cap its threads."""
+    import torch
+
+    from preprocess.pipeline import RunOptions, run
+    from shared.config import AugmentConfig, PreprocessConfig
+    from tests.conftest import TINY_AUDIO
+
+    monkeypatch.delenv("MELSHARD_POOL_SAMPLES", raising=False)
+    torch.set_num_threads(2)
+    src = make_corpus(tmp_path / "src", per_class=4)
+    cfg = PreprocessConfig(audio=TINY_AUDIO, augment=AugmentConfig(copies=0), shard_size=4)
+    result = run(RunOptions(src, tmp_path / "out", jobs=2), cfg)
+    assert result.jobs == 1 and torch.get_num_threads() == 2
+
+
+def test_a_malformed_pool_setting_is_a_usage_error(monkeypatch):
+    from shared.errors import UsageError
+
+    monkeypatch.setenv("MELSHARD_POOL_SAMPLES", "many")
+    with pytest.raises(UsageError, match="MELSHARD_POOL_SAMPLES"):
+        pool_size(_plan(2, 10), jobs=2)
+    monkeypatch.setenv("MELSHARD_POOL_SAMPLES", "256")
+    assert pool_size(_plan(2, 10), jobs=2, segmented=True) == 2  # windows are unknown before decoding

@@ -73,3 +73,12 @@ def test_the_walk_lists_relative_paths_with_slashes_and_never_loops(tmp_path):
        st.text(st.sampled_from("ab./ \\é"), max_size=14))
 def test_csv_paths_join_as_pathlib_joins_them(base, rel):
     assert joined(Path(base), rel) == (str(Path(base) / rel), Path(rel).as_posix())
+
+
+def test_a_repeated_csv_column_takes_the_first(tmp_path):
+    from shared.sources import list_csv
+
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "list.csv").write_text("path,Label,label\na.wav,dog,cat\n")
+    clips, rejections = list_csv(tmp_path / "list.csv", labeled=True)
+    assert [c.label for c in clips] == ["dog"] and rejections == []
