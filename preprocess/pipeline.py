@@ -190,6 +190,10 @@ def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[s
         record = json.loads(out.read_text(journal_name(job.name)) or "null")
         if (record and record.get("fingerprint") == job_fingerprint(job, cfg)
                 and out.problem(job.name, record["bytes"], record["sha256"], record.get("stamp")) is None):
+            stamp = out.stamp(job.name)
+            if stamp != record.get("stamp"):  # hashed and found right: later reruns need only a stat
+                record["stamp"] = stamp
+                out.write(journal_name(job.name), json_bytes(record))
             return record
     except (OSError, ValueError, KeyError):
         pass

@@ -51,3 +51,7 @@ def test_a_rerun_stats_finished_shards_and_rehashes_only_a_changed_one(tmp_path,
     hashed.clear()
     fourth = run(opts, cfg)
     assert hashed == [victim.name] and fourth.processed == 0
+
+    # Found right, it is journaled with its new stat: the next rerun hashes nothing.
+    hashed.clear()
+    assert run(opts, cfg).processed == 0 and hashed == []
