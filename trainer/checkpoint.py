@@ -7,6 +7,7 @@ one checkpoint interval: `load_latest` falls back to the backup with a warning.
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import zipfile
@@ -25,8 +26,13 @@ LAST, BACKUP, BEST = "last.pt", "last.prev.pt", "best.pt"
 def save(path: str | Path, payload: dict[str, Any], keep_backup: bool = False) -> None:
     """Write `payload` to `path` atomically; with `keep_backup`, the old file becomes *.prev.pt."""
     path = Path(path)
+    # Serialised in memory first: torch's zip writer, when a write to the file fails (a full
+    # disk), raises a second, unrelated RuntimeError while closing the archive that hides the
+    # OSError. A plain write of the finished bytes raises the OSError itself.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
     with atomic_open(path, backup=path.with_name(BACKUP) if keep_backup else None) as handle:
-        torch.save({"format": FORMAT, **payload}, handle)
+        handle.write(buffer.getbuffer())
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -111,4 +112,30 @@ def test_a_save_that_runs_out_of_space_keeps_the_previous_checkpoint(tmp_path, m
     assert caught.value.errno == errno.ENOSPC
     monkeypatch.undo()
     assert checkpoint.load(target)["version"] == 1
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "last.prev.pt").exists()
+
+
+def test_a_save_cut_short_by_a_file_size_limit_raises_the_os_error_and_keeps_the_previous_checkpoint(tmp_path):
+    """A real failing write, no root needed: a file-size limit makes the write fail with EFBIG
+    (Python ignores SIGXFSZ) part way through. The error must be the OSError itself, not the
+    RuntimeError torch's zip writer raises when it is closed after a failed write."""
+    script = f"""
+import errno, resource, sys, torch
+from trainer import checkpoint
+from shared.errors import is_disk_full
+target = {str(tmp_path / 'last.pt')!r}
+checkpoint.save(target, {{"version": 1, "w": torch.ones(4)}}, keep_backup=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    checkpoint.save(target, {{"version": 2, "w": torch.zeros(1_000_000)}}, keep_backup=True)
+except BaseException as exc:
+    print(type(exc).__name__, is_disk_full(exc))
+    sys.exit(0)
+print("saved")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["OSError", "True"]
+    assert checkpoint.load(tmp_path / "last.pt")["version"] == 1
     assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "last.prev.pt").exists()
