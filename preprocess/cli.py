@@ -31,6 +31,7 @@ from shared.interrupt import main_process_interrupts
 from shared.location import location
 from shared.manifest import Manifest
 from shared.options import add_options, option_fields
+from shared.runtime import limit_threads, tune_allocator
 
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
 
@@ -200,6 +201,11 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
     console = Console(stderr=True)
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)
+        # This process only preprocesses, and a small or --jobs 1 run does its clips here: tune it
+        # as a worker is tuned (a run called as a library leaves its caller's process alone).
+        # 400 clips with --jobs 1: 90 -> 134 clips/s end to end.
+        tune_allocator()
+        limit_threads()
         with main_process_interrupts():  # Ctrl-C: the line below, no worker tracebacks
             result = run(opts, cfg, console)
     except KeyboardInterrupt:

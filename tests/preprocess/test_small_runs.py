@@ -40,7 +40,10 @@ def _run(args: list[str], pool_samples: str | None) -> subprocess.CompletedProce
         env["MELSHARD_POOL_SAMPLES"] = pool_samples
     code = ("import sys; from preprocess.cli import main; rc = main(sys.argv[1:]); "
             "print('heavy:', sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'sklearn', 'librosa', 'numba', 'webdataset'))); sys.exit(rc)")
+            "('torch', 'sklearn', 'librosa', 'numba', 'webdataset'))); "
+            "from threadpoolctl import threadpool_info; from shared.runtime import tune_allocator; "
+            "print('tuned:', sorted({i['num_threads'] for i in threadpool_info()}), "
+            "tune_allocator.cache_info().currsize); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=dict(env, PYTHONPATH=str(REPO)),
                           capture_output=True, text=True, timeout=300)
 
@@ -58,6 +61,9 @@ def test_a_small_run_is_the_same_in_one_process_and_imports_nothing_heavy(tmp_pa
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
     assert "heavy: []" in reference.stdout  # the parent, which also did the work
     assert "heavy: []" in result.stdout
+    # The command's own process is tuned as a worker is (one BLAS thread, the allocator's
+    # thresholds): it does the clips of a small or --jobs 1 run.
+    assert "tuned: [1] 1" in reference.stdout and "tuned: [1] 1" in result.stdout
     one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir() if p.is_file()}
     two = {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir() if p.is_file()}
     assert one == two and any(name.endswith(".tar") for name in one)
