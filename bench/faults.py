@@ -70,9 +70,9 @@ def timed(args: list[str]) -> float:
 
 def warm_duration(args: list[str], out: Path, scratch: Path) -> float:
     """How long `python -m args --out out` takes once caches are warm: the first run of a fresh
-    checkout also compiles bytecode and numba's cached kernels, and can take several times longer,
-    so random kill moments drawn from it would mostly fall after the end. The shorter of the
-    reference run and a second run into `scratch` (deleted)."""
+    checkout also compiles bytecode and takes longer (in one CI run 1.5x or more), so the later
+    kill moments drawn from it fell after the end. The shorter of the reference run and a second
+    run into `scratch` (deleted)."""
     first = timed([*args, "--out", str(out)])
     shutil.rmtree(scratch, ignore_errors=True)
     second = timed([*args, "--out", str(scratch)])

@@ -203,7 +203,8 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
         opts, cfg = demo_options(args) if demo else resolve(args)
         # This process only preprocesses, and a small or --jobs 1 run does its clips here: tune it
         # as a worker is tuned (a run called as a library leaves its caller's process alone).
-        # 400 clips with --jobs 1: 90 -> 134 clips/s end to end.
+        # --jobs 1 went from 155.7 to 242.6 clips/s steady (bench/preprocess_throughput.py,
+        # BENCHMARKS.md runs C and D).
         tune_allocator()
         limit_threads()
         with main_process_interrupts():  # Ctrl-C: the line below, no worker tracebacks

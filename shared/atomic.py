@@ -48,8 +48,9 @@ def atomic_open(path: str | Path, backup: str | Path | None = None) -> Iterator[
     fsync_dir(path.parent)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path) as handle:
+def write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
+    """`data` written to `path` atomically (with `backup`: as `atomic_open`)."""
+    with atomic_open(path, backup=backup) as handle:
         handle.write(data)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from shared.atomic import atomic_open
+from shared.atomic import write_bytes
 from shared.errors import DataError, UsageError
 
 FORMAT = "melshard-checkpoint/1"
@@ -31,8 +31,7 @@ def save(path: str | Path, payload: dict[str, Any], keep_backup: bool = False) -
     # OSError. A plain write of the finished bytes raises the OSError itself.
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
-    with atomic_open(path, backup=path.with_name(BACKUP) if keep_backup else None) as handle:
-        handle.write(buffer.getbuffer())
+    write_bytes(path, buffer.getbuffer(), backup=path.with_name(BACKUP) if keep_backup else None)
 
 
 def load(path: str | Path) -> dict[str, Any]:
