@@ -236,6 +236,10 @@ class TrainConfig:
     model: str = option("cnn", "classifier", choices=MODELS)
     width: float = option(1.0, "channel multiplier")  # below 1 makes a model small enough for a CPU
     dropout: float = 0.3  # before the classifier
+    # The model takes each clip's mean over time from every mel band before its first layer
+    # (cepstral mean normalisation; trainer.models.centre_bands), in training and prediction alike.
+    centre_bands: bool = option(False, "take each clip's mean over time from every mel band "
+                                       "(cancels a recording's microphone and room colouring)")
     epochs: int = option(80, "maximum epochs")  # early stopping usually ends sooner
     batch_size: int = option(32, "samples per batch")
     lr: float = option(1e-3, "peak learning rate")  # AdamW

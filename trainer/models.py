@@ -36,11 +36,19 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
+def centre_bands(x: torch.Tensor) -> torch.Tensor:
+    """Each clip's mean over time taken from every mel band of `[B, 1, M, T]` (cepstral mean
+    normalisation): a recording's fixed colouring (microphone, room, voice tilt) is a constant
+    per band in log-mel, so it cancels; what changes over the clip (the word) stays."""
+    return x - x.mean(dim=-1, keepdim=True)
+
+
 class SeedCNN(nn.Module):
     """Conv -> BN -> ReLU -> Pool blocks, then fully connected layers with dropout."""
 
-    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.3):
+    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.3, centre: bool = False):
         super().__init__()
+        self.centre = centre
         c = [_channels(b, width) for b in (32, 64, 128, 256)]
         self.features = nn.Sequential(
             conv_bn(1, c[0], pool=True), conv_bn(c[0], c[1], pool=True),
@@ -54,14 +62,15 @@ class SeedCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(centre_bands(x) if self.centre else x))
 
 
 class ResNet9(nn.Module):
     """prep 64; layer1 128 + residual; layer2 256; layer3 512 + residual; global pool; linear."""
 
-    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.0):
+    def __init__(self, n_classes: int, width: float = 1.0, dropout: float = 0.0, centre: bool = False):
         super().__init__()
+        self.centre = centre
         c = [_channels(b, width) for b in (64, 128, 256, 512)]
         self.net = nn.Sequential(
             conv_bn(1, c[0]),
@@ -74,7 +83,7 @@ class ResNet9(nn.Module):
         self.scale = 0.125  # Myrtle's logit scaling: keeps early logits small
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.net(x)) * self.scale
+        return self.head(self.net(centre_bands(x) if self.centre else x)) * self.scale
 
 
 # The class of every name in shared.config.MODELS (which the config, --model's choices and --help
@@ -82,9 +91,9 @@ class ResNet9(nn.Module):
 MODELS = {"cnn": SeedCNN, "resnet9": ResNet9}
 
 
-def model_args(n_classes: int, width: float, dropout: float) -> dict[str, Any]:
+def model_args(n_classes: int, width: float, dropout: float, centre: bool = False) -> dict[str, Any]:
     """The constructor arguments recorded in checkpoints (so predict rebuilds the same model)."""
-    return {"n_classes": n_classes, "width": width, "dropout": dropout}
+    return {"n_classes": n_classes, "width": width, "dropout": dropout, "centre": centre}
 
 
 def build_model(name: str, args: dict[str, Any]) -> nn.Module:

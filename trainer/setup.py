@@ -95,7 +95,7 @@ class Session:
         labels = list(self.manifest.labels)
         return {
             "model_name": self.cfg.model,
-            "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout),
+            "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout, self.cfg.centre_bands),
             "labels": labels, "audio": to_dict(self.manifest.audio), "train_config": to_dict(self.cfg),
             "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
             "manifest_fingerprint": self.manifest.fingerprint(),
@@ -170,7 +170,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         torch.cuda.set_device(device)
     amp_dtype = pick_amp(cfg.amp, device)
     labels = manifest.labels
-    raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout)).to(device)
+    raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout, cfg.centre_bands)).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     model = raw_model

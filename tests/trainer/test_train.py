@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -90,13 +91,13 @@ def test_training_learns_and_writes_the_run_folder(reference):
 # Every log-mel augmentation drawn per step, SpecAugment, EQ and the weight average on: a resumed
 # run must draw the same crops, shifts, stretches, warps and noise, and hold the same average.
 FRESH = {"train_frames": 110, "shift_frames": 8, "stretch": [0.9, 1.1], "warp": [0.9, 1.1], "noise_p": 0.5,
-         "noise_snr_db": [5.0, 30.0], "eq_db": 6.0, "freq_masks": 1, "time_masks": 1}
+         "noise_snr_db": [5.0, 30.0], "eq_db": 6.0, "freq_masks": 1, "time_masks": 1, "centre_bands": True}
 
 
 @pytest.fixture(scope="module")
 def fresh_recipe(tmp_path_factory) -> list[str]:
     toml = tmp_path_factory.mktemp("fresh") / "fresh.toml"
-    toml.write_text("".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in FRESH.items()))
+    toml.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in FRESH.items()))  # JSON values are TOML
     return ["--config", str(toml), "--ema-decay", "0.9"]
 
 
@@ -122,6 +123,7 @@ def test_the_weight_average_is_validated_saved_and_predicted_with(fresh_referenc
     predictor = load_predictor(fresh_reference, "cpu")
     assert all(torch.equal(v, best["ema"][k]) for k, v in predictor.model.state_dict().items())
     assert predictor.frames == 110
+    assert predictor.model.centre and last["model_args"]["centre"]  # predict centres the bands as training did
     rows = _metrics(fresh_reference)
     assert float(rows[-1]["val_acc"]) >= 0.5  # still learns with everything on
 
@@ -250,6 +252,18 @@ def test_models_take_any_mel_size(name):
     model = build_model(name, model_args(7, 0.25, 0.1)).eval()
     for shape in ((2, 1, 32, 40), (1, 1, 128, 216)):
         assert model(torch.zeros(shape)).shape == (shape[0], 7)
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet9"])
+def test_centred_models_ignore_a_fixed_colouring_of_each_band(name):
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 32, 40)
+    colour = 5 * torch.randn(3, 1, 32, 1)  # a constant per clip and band: a microphone's response in log-mel
+    centred = build_model(name, model_args(7, 0.25, 0.1, centre=True)).eval()
+    assert torch.allclose(centred(x + colour), centred(x), atol=1e-4)
+    assert not torch.allclose(centred(x.flip(-1)[..., :20]), centred(x[..., :20]), atol=1e-3)  # the word still counts
+    plain = build_model(name, model_args(7, 0.25, 0.1)).eval()
+    assert not torch.allclose(plain(x + colour), plain(x), atol=1e-2)
 
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(reference, tiny_shards, tmp_path):
