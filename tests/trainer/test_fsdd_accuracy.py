@@ -19,7 +19,7 @@ def test_cnn_reaches_90_percent_on_the_official_test_split(tmp_path):
     prep = run_module("preprocess", str(table), "--out", str(shards), "--config", str(CONFIGS / "fsdd_preprocess.toml"),
                       "--augment-copies", "0", timeout=600)
     assert prep.returncode == 0, prep.stderr
-    # Ten plain epochs (no MixUp, no augmented copies) keep this under two minutes on 2 cores.
+    # Six plain epochs (no MixUp, no augmented copies) keep this under two minutes on 2 cores.
     train = run_module("trainer", "train", str(shards), "--out", str(run), "--model", "cnn", "--width", "0.5",
                        "--epochs", "6", "--lr", "3e-3", "--mixup-p", "0", timeout=900)
     assert train.returncode == 0, train.stderr
