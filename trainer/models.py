@@ -41,7 +41,7 @@ def centre_bands(x: torch.Tensor) -> torch.Tensor:
     normalisation): a recording's fixed colouring (microphone, room, voice tilt) is a constant
     per band in log-mel, so it cancels; what changes over the clip (the word) stays. The mean
     takes in the floor frames that trimming and padding leave: leaving them out, or removing only
-    the mean's smooth part, measured worse on unseen FSDD speakers (BENCHMARKS.md)."""
+    the mean's smooth part, did no better on unseen FSDD speakers (one run each, BENCHMARKS.md)."""
     return x - x.mean(dim=-1, keepdim=True)
 
 
