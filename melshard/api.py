@@ -144,7 +144,7 @@ def _run_folder(run: Any) -> Path:
 
 def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str = "test", device: str = "auto",
             tta: bool = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
-            allow_missing: bool = False, on_bad_shard: str = "fail") -> pd.DataFrame:
+            allow_missing: bool = False, on_bad_shard: str = "fail", adapt_bn: bool = False) -> pd.DataFrame:
     """Predict `inputs` with a run (a folder, a `TrainResult`, or a model from `load_model`).
 
     `inputs` is a shard folder (its `split`), an audio folder, a CSV with a `path` column, or a
@@ -152,6 +152,8 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     `probabilities`, one column per class, sorted by filename (the rows of `python -m trainer
     predict --probabilities`). Inputs that give no features raise `DataError` unless
     `allow_missing`; then they are in `frame.attrs["errors"]` (path, stage, reason, detail).
+    `adapt_bn` first re-estimates the model's BatchNorm statistics on these inputs (`--adapt-bn`;
+    a model passed in is changed in place, its `adapted` field says on how many clips).
     """
     from trainer.inference import Predictor, by_file, predict_files
     from trainer.predict import PredictOptions, predict_source, submission_frame
@@ -159,9 +161,10 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
     if isinstance(inputs, (str, Path)):
         predicted = predict_source(predictor, Path(inputs),
-                                   PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard))
+                                   PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard,
+                                                  adapt_bn=adapt_bn))
     else:
-        predicted = predict_files(predictor, [(str(p), str(p), None, None) for p in inputs], jobs)
+        predicted = predict_files(predictor, [(str(p), str(p), None, None) for p in inputs], jobs, adapt=adapt_bn)
     files, _ = by_file(predicted, aggregate)
     if files.rejected and not allow_missing:
         first = files.rejected[0]

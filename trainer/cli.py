@@ -29,6 +29,9 @@ from shared.interrupt import main_process_interrupts
 from shared.location import location
 from shared.options import add_options, option_fields
 
+ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predicting (a new domain: unseen "
+              "speakers, another microphone); needs many clips of every class")
+
 
 def _bad_shard_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--on-bad-shard", choices=list(POLICIES), default="fail",
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", default="test", help="split of a shard folder (default test)")
     predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
     predict.add_argument("--tta", action="store_true", help="average over a few time shifts")
+    predict.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
     predict.add_argument("--device", default="auto", choices=list(DEVICES))
     predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--shards", help="shard folder")
     source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
+    evaluate.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     evaluate.add_argument("--device", default="auto", choices=list(DEVICES))
     evaluate.add_argument("--jobs", type=int, default=0)
     evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)
                 files, windows = by_file(predicted, args.aggregate)
-                evaluate(Path(args.run), predictor.labels, files, where, windows=windows)
+                evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted)
             print(f"wrote {Path(args.run) / 'report'}")
             return 0
         if args.command == "demo":

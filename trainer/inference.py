@@ -4,8 +4,9 @@ audio -> mel function (and the audio config stored in the checkpoint) that made 
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -22,7 +23,8 @@ from shared.manifest import Manifest
 from shared.runtime import limit_threads, tune_allocator
 from shared.sources import Rejection
 from trainer import checkpoint
-from trainer.augment import centre_crop
+from trainer.adapt import ADAPT_CLIPS, adapt_batchnorm, rebatch
+from trainer.augment import centre_crop, shift_crop_by
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
 from trainer.device import default_workers, pick_amp, pick_device
 from trainer.models import build_model
@@ -31,6 +33,7 @@ from trainer.progress import FileProgress
 TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
 CHUNK_FILES = 64  # raw audio files per worker task (8 with segmented recordings: many windows each)
 MODEL_BATCH = 256  # mels per forward pass
+ADAPT_BATCH = 64  # mels per forward pass while adapting BatchNorm (one size: each weighs the same)
 READ_AHEAD = 2  # chunks per worker process computed ahead of the model
 T = TypeVar("T")
 
@@ -45,19 +48,35 @@ class Predictor:
     amp_dtype: torch.dtype | None
     tta: bool = False
     frames: int = 0  # the training crop (`train_frames`): predict on the centre this long; 0: all
+    adapted: int = 0  # clips the BatchNorm statistics were re-estimated on (`adapt`); 0: training's
+
+    def inputs(self, mel: torch.Tensor) -> torch.Tensor:
+        """The model's input `[B, 1, M, T']` for float16 mels `[B, M, T]`."""
+        return self.norm(centre_crop(mel, self.frames))
 
     @torch.no_grad()
     def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
-        """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with TTA)."""
-        x = self.norm(centre_crop(mel, self.frames))
+        """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with
+        TTA: each clip moved by a tenth of its length either way, its floor filling in, as the
+        training shift does; a wrapped-around word is no recording's sound)."""
+        mel = centre_crop(mel, self.frames)
         shifts = TTA_SHIFTS if self.tta else (0.0,)
         total = None
         for shift in shifts:
-            view = torch.roll(x, int(round(shift * x.shape[-1])), dims=-1) if shift else x
+            frames = int(round(shift * mel.shape[-1]))
+            view = shift_crop_by(mel, torch.zeros(len(mel), dtype=torch.long), torch.full((len(mel),), frames),
+                                 mel.shape[-1]) if frames else mel
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                probs = torch.softmax(self.model(view).float(), dim=1)
+                probs = torch.softmax(self.model(self.norm(view)).float(), dim=1)
             total = probs if total is None else total + probs
         return (total / len(shifts)).cpu()
+
+    def adapt(self, mels: Iterable[torch.Tensor]) -> int:
+        """Re-estimate the BatchNorm statistics on these float16 mels (batches of any size; at
+        most `ADAPT_CLIPS` clips are used): see trainer/adapt.py. The number of clips used."""
+        self.adapted = adapt_batchnorm(self.model, (self.inputs(b) for b in rebatch(mels, ADAPT_BATCH, ADAPT_CLIPS)),
+                                       self.amp_dtype)
+        return self.adapted
 
 
 def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bool = False) -> Predictor:
@@ -110,10 +129,11 @@ def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predict
 
 
 def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "fail", batch_size: int = 64,
-                   workers: int = 0) -> Predicted:
+                   workers: int = 0, adapt: bool = False) -> Predicted:
     """Predict every sample of a split of a shard folder (original clips only, no augmented copies).
 
     Damaged shards stop it (`on_bad_shard="fail"`) or become one rejection each (`"skip"`).
+    `adapt`: first re-estimate the model's BatchNorm statistics on the split (`Predictor.adapt`).
     """
     manifest = Manifest.read(folder)
     if manifest.audio != p.audio:
@@ -128,12 +148,19 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
         return Predicted([], np.zeros((0, len(p.labels))), [], [], lost)
     stream = ShardStream(str(folder), shards, batch_size, min(workers or default_workers(), len(shards)),
                          seed=0, with_keys=True)
-    stream.start_epoch(0)
+    loader = make_loader(stream, p.device.type == "cuda", 2)
+
+    def originals() -> Iterator[tuple[dict, list[int]]]:
+        stream.start_epoch(0)
+        for batch in iter_batches(loader):
+            keep = [i for i, meta in enumerate(batch["meta"]) if meta.get("copy", 0) == 0]
+            if keep:
+                yield batch, keep
+
+    if adapt:  # a first pass over the split (its first ADAPT_CLIPS clips, when it is larger)
+        p.adapt(batch["mel"][keep] for batch, keep in originals())
     paths, probs, truth, groups, offsets = [], [], [], [], []
-    for batch in iter_batches(make_loader(stream, p.device.type == "cuda", 2)):
-        keep = [i for i, meta in enumerate(batch["meta"]) if meta.get("copy", 0) == 0]
-        if not keep:
-            continue
+    for batch, keep in originals():
         probs.append(p.probabilities(batch["mel"][keep]).numpy())
         for i in keep:
             meta = batch["meta"][i]
@@ -199,13 +226,17 @@ def in_processes(fn: Callable[..., T], tasks: list[tuple], jobs: int, ahead: int
 
 
 def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | None]], jobs: int = 0,
-                  chunk_size: int = CHUNK_FILES, console: Console | None = None) -> Predicted:
+                  chunk_size: int = CHUNK_FILES, console: Console | None = None, adapt: bool = False) -> Predicted:
     """Predict raw audio files `(absolute path, reported path, label, group)` in parallel, in
-    chunks of `chunk_size` files (one batch of the model each); a progress bar on a terminal."""
+    chunks of `chunk_size` files (one batch of the model each); a progress bar on a terminal.
+    `adapt`: first re-estimate the model's BatchNorm statistics (`Predictor.adapt`) on up to
+    `ADAPT_CLIPS` files spread evenly over the list (their features are computed twice)."""
     chunk_size = min(chunk_size, 8) if p.audio.segment else chunk_size
+    jobs = jobs or default_workers() + 1
+    if adapt:
+        p.adapt(_file_mels(p, items[:: max(1, math.ceil(len(items) / ADAPT_CLIPS))], chunk_size, jobs))
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    features = in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks],
-                            jobs or default_workers() + 1)
+    features = in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks], jobs)
     paths, probs, truth, groups, offsets, rejected = [], [], [], [], [], []
     with FileProgress(len(items), console, enabled=len(chunks) > 1) as progress:
         for chunk, results in zip(chunks, features):
@@ -224,6 +255,17 @@ def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | No
             progress.advance(len(chunk))
     return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups,
                      rejected, offsets)
+
+
+def _file_mels(p: Predictor, items: list[tuple[str, str, str | None, str | None]], chunk_size: int,
+               jobs: int) -> Iterator[torch.Tensor]:
+    """The mels of the files (every window of a segmented recording) that give features, a
+    chunk at a time; the ones that fail are left out (the prediction pass reports them)."""
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    for results in in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks], jobs):
+        mels = [mel for result in results if not isinstance(result, Failed) for _, mel in result]
+        if mels:
+            yield torch.from_numpy(np.stack(mels))
 
 
 def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:

@@ -40,6 +40,7 @@ class PredictOptions:
     probabilities: bool = False  # one probability column per class in the CSV
     allow_missing: bool = False  # exit 0 even if some inputs could not be predicted
     windows: bool = False  # also write OUT.windows.csv, one row per window
+    adapt_bn: bool = False  # re-estimate BatchNorm statistics on the inputs first (trainer/adapt.py)
 
 
 def predict_any(run: Path, source: Path, opts: PredictOptions) -> tuple[Predictor, Predicted]:
@@ -52,9 +53,9 @@ def predict_source(predictor: Predictor, source: Path, opts: PredictOptions) -> 
     """A loaded model's predictions for a split of a shard folder, or for raw audio (a folder or a
     CSV), with the inputs that could not be predicted in `rejected`."""
     if (source / MANIFEST).exists():
-        return predict_shards(predictor, source, opts.split, opts.on_bad_shard)
+        return predict_shards(predictor, source, opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
     items, rejected = list_inputs(source, opts.labeled)
-    predicted = predict_files(predictor, items, opts.jobs)
+    predicted = predict_files(predictor, items, opts.jobs, adapt=opts.adapt_bn)
     return Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
                      rejected + predicted.rejected, predicted.offsets)
 
@@ -112,6 +113,7 @@ def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int
     else:
         errors.unlink(missing_ok=True)
     print(f"wrote {out}: {len(predicted.paths)} predictions"
+          + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
           + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else ""))
     if predicted.rejected and not opts.allow_missing:
         print(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "

@@ -76,9 +76,10 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
 
 
 def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None,
-             windows: Predicted | None = None) -> dict:
+             windows: Predicted | None = None, adapted: int = 0) -> dict:
     """Score labeled predictions (one per file) and write RUN/report/; with the per-window rows of
-    segmented recordings, their own accuracy goes beside the per-file figures."""
+    segmented recordings, their own accuracy goes beside the per-file figures. `adapted`: the
+    clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
     if not predicted.paths and predicted.rejected:
         raise DataError(f"nothing in {source} could be evaluated: {len(predicted.rejected)} inputs failed "
@@ -99,7 +100,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     metrics = {"source": source, "samples": len(known),
                "accuracy": float(accuracy_score(y_true, y_pred)),
                "macro_f1": macro_f1(y_true, y_pred, len(labels)),
-               "balanced_accuracy": balanced_accuracy(y_true, y_pred)}
+               "balanced_accuracy": balanced_accuracy(y_true, y_pred), "adapted_bn_clips": adapted}
     if windows is not None:
         scored = [i for i, t in enumerate(windows.truth) if t in index]
         hits = [windows.probs[i].argmax() == index[windows.truth[i]] for i in scored]

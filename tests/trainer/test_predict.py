@@ -144,3 +144,27 @@ def test_every_predict_and_evaluate_option_reaches_predict_options():
     args = build_parser().parse_args(["evaluate", "RUN", "--shards", "S", "--split", "train", "--jobs", "2"])
     assert predict_options(args, labeled=True) == PredictOptions(split="train", jobs=2, labeled=True)
     assert set(vars(args)) - names == {"command", "run", "shards", "input"}
+
+
+def test_tta_moves_each_clip_with_its_floor_filling_in_not_wrapping_around():
+    from shared.config import AudioConfig
+    from trainer.data import BandNorm
+    from trainer.inference import TTA_SHIFTS, Predictor
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x[:, 0].clone())
+            return torch.zeros(len(x), 2)
+
+    cpu = torch.device("cpu")
+    mel = torch.full((1, 4, 20), -80.0, dtype=torch.float16)
+    mel[..., 15:] = torch.arange(5, dtype=torch.float16)  # a word in the last quarter
+    p = Predictor(Recorder(), ["a", "b"], AudioConfig(), BandNorm(np.zeros(4), np.ones(4), cpu), cpu, None, tta=True)
+    p.probabilities(mel)
+    assert TTA_SHIFTS == (0.0, 0.1, -0.1) and len(seen) == 3
+    same, later, earlier = (view[0] for view in seen)
+    assert torch.equal(same, mel[0].float())
+    assert (later[:, :17] == -80).all() and torch.equal(later[:, 17:], mel[0, :, 15:18].float())  # the end falls off
+    assert torch.equal(earlier[:, 13:18], mel[0, :, 15:].float()) and (earlier[:, 18:] == -80).all()
