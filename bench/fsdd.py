@@ -9,9 +9,10 @@ Protocols:
             plain recipe at 25 epochs (configs/fsdd_loso_train.toml), which no measured variant
             has beaten beyond the run-to-run noise.
 
-Prints test accuracy, macro-F1, epochs, wall time and training samples/s per fold, and the
-accuracy with `evaluate --adapt-bn` (the BatchNorm statistics re-estimated on the test clips,
-no labels used: trainer/adapt.py) beside it.
+Prints test accuracy, macro-F1, epochs, wall time and training samples/s per fold, and beside
+the accuracy the same model's with `evaluate --tta warp` (probabilities averaged over frequency
+warps of 10% either way), with `--adapt-bn` (the BatchNorm statistics re-estimated on the test
+clips, no labels used: trainer/adapt.py), and with both.
 
     python bench/fsdd.py --protocol official --model cnn [--width 0.5] [--epochs N]
     python bench/fsdd.py --protocol loso --model cnn [--folds george,lucas]
@@ -35,6 +36,10 @@ from bench.common import FSDD, REPO, machine, python_env  # noqa: E402
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 CONFIGS = Path(__file__).resolve().parent / "configs"
+# How each fold's test split is scored, beside the plain figure (`accuracy`, scored last):
+# test-time augmentation over frequency warps, BatchNorm adapted to the test clips, and both.
+VARIANTS = {"warp": ("--tta", "warp"), "adapted": ("--adapt-bn",), "adapted_warp": ("--adapt-bn", "--tta", "warp"),
+            "accuracy": ()}
 
 
 def write_csv(path: Path, test_speaker: str | None, seed: int = 0) -> None:
@@ -86,22 +91,23 @@ def fold(work: Path, name: str, test_speaker: str | None, args: argparse.Namespa
     command(*train)
     trained = time.perf_counter() - start - prep
     evaluate = ["trainer", "evaluate", str(run), "--shards", str(folder / "shards"), "--split", "test"]
-    command(*evaluate, "--adapt-bn")  # BatchNorm re-estimated on the held-out clips (no labels)
-    adapted = json.loads((run / "report" / "metrics.json").read_text())
-    command(*evaluate)  # the report left in RUN/report is this one, the model as trained
+    scored = {}
+    for key, options in VARIANTS.items():  # the plain one last: its report is the one left in RUN/report
+        command(*evaluate, *options)
+        scored[key] = json.loads((run / "report" / "metrics.json").read_text())["accuracy"]
     command("trainer", "predict", str(run), "--input", str(folder / "shards"), "--out", str(folder / "submission.csv"))
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     with (run / "metrics.csv").open() as handle:
         history = list(csv.DictReader(handle))
     result = {"fold": name, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-              "adapted": adapted["accuracy"], "adapted_macro_f1": adapted["macro_f1"],
+              **{key: scored[key] for key in VARIANTS if key != "accuracy"},
               "epochs": len(history), "preprocess_s": prep, "train_s": trained,
               "samples_per_s": float(np.mean([float(r["samples_per_s"]) for r in history])),
               "data_wait": float(np.mean([float(r["data_wait_fraction"]) for r in history])),
               "worst_group": metrics.get("worst_group")}
     print(f"{name:10s} test accuracy {result['accuracy']:.2%}  macro-F1 {result['macro_f1']:.4f}  "
-          f"with --adapt-bn {result['adapted']:.2%}  "
-          f"epochs {result['epochs']}  preprocess {prep:.0f} s  train {trained:.0f} s  "
+          + "".join(f"{' '.join(options)} {result[key]:.2%}  " for key, options in VARIANTS.items() if options)
+          + f"epochs {result['epochs']}  preprocess {prep:.0f} s  train {trained:.0f} s  "
           f"{result['samples_per_s']:.0f} samples/s  data wait {result['data_wait']:.1%}", flush=True)
     return result
 
@@ -140,7 +146,8 @@ def main() -> None:
         fold(work, "official", None, args)
         return
     results = [fold(work, f"loso-{s}", s, args) for s in args.folds.split(",")]
-    for key, how in (("accuracy", ""), ("adapted", " with --adapt-bn")):
+    for key, options in {"accuracy": (), **VARIANTS}.items():
+        how = f" with {' '.join(options)}" if options else ""
         accuracies = [r[key] for r in results]
         worst = results[int(np.argmin(accuracies))]
         print(f"loso mean test accuracy{how} {np.mean(accuracies):.2%} over {len(results)} folds; "

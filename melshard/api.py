@@ -127,10 +127,12 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool = False,
 # inference
 
 
-def load_model(run: str | Path | TrainResult, device: str = "auto", *, which: str = "best", tta: bool = False):
+def load_model(run: str | Path | TrainResult, device: str = "auto", *, which: str = "best", tta: bool | str = False):
     """The trained model of a run folder (`best.pt`, or `last.pt` with `which="last"`) as a
     `Predictor`: `.model` (eval mode), `.labels`, `.audio` (an `AudioConfig`), and
-    `.probabilities(mel)` for float16 mels `[B, n_mels, frames]` as `features` makes them."""
+    `.probabilities(mel)` for float16 mels `[B, n_mels, frames]` as `features` makes them.
+    `tta`: average over views of each clip, "shift" (time shifts; True means it) or "warp"
+    (frequency warps of 10% either way)."""
     from trainer.inference import load_predictor
 
     if which not in ("best", "last"):
@@ -143,7 +145,7 @@ def _run_folder(run: Any) -> Path:
 
 
 def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str = "test", device: str = "auto",
-            tta: bool = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
+            tta: bool | str = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
             allow_missing: bool = False, on_bad_shard: str = "fail", adapt_bn: bool = False) -> pd.DataFrame:
     """Predict `inputs` with a run (a folder, a `TrainResult`, or a model from `load_model`).
 

@@ -33,6 +33,12 @@ ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predi
               "speakers, another microphone); needs many clips of every class")
 
 
+def _tta_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--tta", nargs="?", const="shift", default="", choices=["shift", "warp"],
+                         help="average the probabilities of three views of each clip: time shifts (shift, the "
+                              "default of --tta alone) or frequency warps of 10%% either way (warp)")
+
+
 def _bad_shard_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--on-bad-shard", choices=list(POLICIES), default="fail",
                          help="a shard whose size or sha256 differs from the manifest: stop (default) "
@@ -56,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="CSV to write (filename,label)")
     predict.add_argument("--split", default="test", help="split of a shard folder (default test)")
     predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
-    predict.add_argument("--tta", action="store_true", help="average over a few time shifts")
+    _tta_option(predict)
     predict.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
     predict.add_argument("--device", default="auto", choices=list(DEVICES))
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--shards", help="shard folder")
     source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
+    _tta_option(evaluate)
     evaluate.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     evaluate.add_argument("--device", default="auto", choices=list(DEVICES))
     evaluate.add_argument("--jobs", type=int, default=0)

@@ -24,13 +24,15 @@ from shared.runtime import limit_threads, tune_allocator
 from shared.sources import Rejection
 from trainer import checkpoint
 from trainer.adapt import ADAPT_CLIPS, adapt_batchnorm, rebatch
-from trainer.augment import centre_crop, shift_crop_by
+from trainer.augment import centre_crop, shift_crop_by, warp_by, warp_index
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, make_loader, shards_of
 from trainer.device import default_workers, pick_amp, pick_device
 from trainer.models import build_model
 from trainer.progress import FileProgress
 
-TTA_SHIFTS = (0.0, 0.1, -0.1)  # time shifts, as fractions of the clip, averaged by --tta
+TTA = ("shift", "warp")  # --tta's choices: the views averaged
+TTA_SHIFTS = (0.0, 0.1, -0.1)  # --tta shift: time shifts, as fractions of the clip
+TTA_WARPS = (1.0, 0.9, 1.1)  # --tta warp: frequency warps f -> alpha f (training's freq_warp at fixed alphas)
 CHUNK_FILES = 64  # raw audio files per worker task (8 with segmented recordings: many windows each)
 MODEL_BATCH = 256  # mels per forward pass
 ADAPT_BATCH = 64  # mels per forward pass while adapting BatchNorm (one size: each weighs the same)
@@ -46,7 +48,7 @@ class Predictor:
     norm: BandNorm
     device: torch.device
     amp_dtype: torch.dtype | None
-    tta: bool = False
+    tta: str = ""  # "" (one view), or one of TTA: the views whose probabilities are averaged
     frames: int = 0  # the training crop (`train_frames`): predict on the centre this long; 0: all
     adapted: int = 0  # clips the BatchNorm statistics were re-estimated on (`adapt`); 0: training's
 
@@ -54,22 +56,30 @@ class Predictor:
         """The model's input `[B, 1, M, T']` for float16 mels `[B, M, T]`."""
         return self.norm(centre_crop(mel, self.frames))
 
+    def views(self, mel: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The views of `[B, M, T]` mels that TTA averages: the clips as they are, then moved by a
+        tenth of their length either way with their floor filling in, as the training shift does
+        (a wrapped-around word is no recording's sound), or warped along frequency by 10% either
+        way, as a shorter or longer vocal tract would (the training's frequency warp)."""
+        yield mel
+        batch, _, frames = mel.shape
+        if self.tta == "shift":
+            for shift in TTA_SHIFTS[1:]:
+                moved = torch.full((batch,), int(round(shift * frames)))
+                yield shift_crop_by(mel, torch.zeros(batch, dtype=torch.long), moved, frames)
+        elif self.tta == "warp":
+            for alpha in TTA_WARPS[1:]:
+                yield warp_by(mel, warp_index(np.full(batch, alpha), self.audio))
+
     @torch.no_grad()
     def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
-        """Class probabilities `[B, C]` for float16 mels `[B, M, T]` (averaged over shifts with
-        TTA: each clip moved by a tenth of its length either way, its floor filling in, as the
-        training shift does; a wrapped-around word is no recording's sound)."""
-        mel = centre_crop(mel, self.frames)
-        shifts = TTA_SHIFTS if self.tta else (0.0,)
-        total = None
-        for shift in shifts:
-            frames = int(round(shift * mel.shape[-1]))
-            view = shift_crop_by(mel, torch.zeros(len(mel), dtype=torch.long), torch.full((len(mel),), frames),
-                                 mel.shape[-1]) if frames else mel
+        """Class probabilities `[B, C]` for float16 mels `[B, M, T]`, averaged over the TTA views."""
+        total, count = None, 0
+        for view in self.views(centre_crop(mel, self.frames)):
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 probs = torch.softmax(self.model(self.norm(view)).float(), dim=1)
-            total = probs if total is None else total + probs
-        return (total / len(shifts)).cpu()
+            total, count = (probs if total is None else total + probs), count + 1
+        return (total / count).cpu()
 
     def adapt(self, mels: Iterable[torch.Tensor]) -> int:
         """Re-estimate the BatchNorm statistics on these float16 mels (batches of any size; at
@@ -79,8 +89,17 @@ class Predictor:
         return self.adapted
 
 
-def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bool = False) -> Predictor:
+def tta_mode(tta: bool | str | None) -> str:
+    """"" or one of `TTA` from what a user passed (True, as `--tta` alone, means "shift")."""
+    mode = "shift" if tta is True else (tta or "")
+    if mode not in ("", *TTA):
+        raise UsageError(f"tta must be one of {', '.join(TTA)} (or off), got {tta!r}")
+    return mode
+
+
+def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bool | str = "") -> Predictor:
     """The model of `RUN/best.pt` (or `last.pt`), rebuilt from what the checkpoint records."""
+    tta = tta_mode(tta)
     path = Path(run) / (checkpoint.BEST if which == "best" else checkpoint.LAST)
     ckpt = checkpoint.load(path)
     torch_device = pick_device(device)

@@ -32,7 +32,7 @@ class PredictOptions:
     split: str = "test"  # the split of a shard folder
     labeled: bool = False  # raw audio: labels from class folders or a label column (to evaluate)
     device: str = "auto"  # auto, cpu or cuda
-    tta: bool = False  # average over a few time shifts
+    tta: str = ""  # average over views of each clip: "shift" (time shifts) or "warp" (frequency warps)
     jobs: int = 0  # feature processes for raw audio; 0: all cores
     which: str = "best"  # the checkpoint: best.pt or last.pt
     on_bad_shard: str = "fail"  # a damaged shard: stop, or "skip" it (one rejection each)

@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
+from shared.errors import UsageError
 from tests.audio_fixtures import run_module
+from trainer.inference import tta_mode
 
 
 def _predict(trained, source, out, *extra):
@@ -136,13 +139,15 @@ def test_every_predict_and_evaluate_option_reaches_predict_options():
     names = {f.name for f in fields(PredictOptions)}
     args = build_parser().parse_args(["predict", "RUN", "--input", "X", "--out", "o.csv", "--split", "val",
                                       "--probabilities", "--tta", "--allow-missing", "--device", "cpu", "--jobs", "3",
-                                      "--aggregate", "max", "--windows", "--on-bad-shard", "skip"])
-    assert predict_options(args) == PredictOptions(split="val", probabilities=True, tta=True, allow_missing=True,
+                                      "--aggregate", "max", "--windows", "--on-bad-shard", "skip", "--adapt-bn"])
+    assert predict_options(args) == PredictOptions(split="val", probabilities=True, tta="shift", allow_missing=True,
                                                    device="cpu", jobs=3, aggregate="max", windows=True,
-                                                   on_bad_shard="skip")
+                                                   on_bad_shard="skip", adapt_bn=True)
     assert set(vars(args)) - names == {"command", "run", "input", "out"}  # the paths, passed on their own
     args = build_parser().parse_args(["evaluate", "RUN", "--shards", "S", "--split", "train", "--jobs", "2"])
     assert predict_options(args, labeled=True) == PredictOptions(split="train", jobs=2, labeled=True)
+    args = build_parser().parse_args(["evaluate", "RUN", "--shards", "S", "--tta", "warp", "--adapt-bn"])
+    assert predict_options(args, labeled=True) == PredictOptions(split="val", tta="warp", adapt_bn=True, labeled=True)
     assert set(vars(args)) - names == {"command", "run", "shards", "input"}
 
 
@@ -161,10 +166,39 @@ def test_tta_moves_each_clip_with_its_floor_filling_in_not_wrapping_around():
     cpu = torch.device("cpu")
     mel = torch.full((1, 4, 20), -80.0, dtype=torch.float16)
     mel[..., 15:] = torch.arange(5, dtype=torch.float16)  # a word in the last quarter
-    p = Predictor(Recorder(), ["a", "b"], AudioConfig(), BandNorm(np.zeros(4), np.ones(4), cpu), cpu, None, tta=True)
+    p = Predictor(Recorder(), ["a", "b"], AudioConfig(), BandNorm(np.zeros(4), np.ones(4), cpu), cpu, None, tta="shift")
     p.probabilities(mel)
     assert TTA_SHIFTS == (0.0, 0.1, -0.1) and len(seen) == 3
     same, later, earlier = (view[0] for view in seen)
     assert torch.equal(same, mel[0].float())
     assert (later[:, :17] == -80).all() and torch.equal(later[:, 17:], mel[0, :, 15:18].float())  # the end falls off
     assert torch.equal(earlier[:, 13:18], mel[0, :, 15:].float()) and (earlier[:, 18:] == -80).all()
+
+
+def test_warp_tta_averages_the_clip_and_its_spectrum_moved_down_and_up():
+    from shared.config import AudioConfig
+    from trainer.data import BandNorm
+    from trainer.inference import Predictor
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x[:, 0].clone())
+            return torch.stack([x[:, 0, :32].mean(dim=(1, 2)), x[:, 0, 32:].mean(dim=(1, 2))], dim=1)
+
+    cpu = torch.device("cpu")
+    audio = AudioConfig(sr=8000, n_fft=256, hop_length=64, n_mels=64)
+    mel = torch.full((2, 64, 10), -80.0, dtype=torch.float16)
+    mel[0, 30] = mel[1, 40] = 0.0  # one lit band (a formant) per clip
+    p = Predictor(Recorder(), ["a", "b"], audio, BandNorm(np.zeros(64), np.ones(64), cpu), cpu, None, tta="warp")
+    probs = p.probabilities(mel)
+    assert len(seen) == 3
+    peaks = [view.float().mean(dim=2).argmax(dim=1).tolist() for view in seen]
+    assert peaks[0] == [30, 40]
+    assert peaks[1][0] < 30 and peaks[1][1] < 40 and peaks[2][0] > 30 and peaks[2][1] > 40  # 0.9 down, 1.1 up
+    views = list(seen)  # (the model records every call: iterate over a copy)
+    by_view = torch.stack([torch.softmax(p.model(v[:, None]), 1) for v in views])
+    torch.testing.assert_close(probs, by_view.mean(0))
+    with pytest.raises(UsageError, match="tta must be one of shift, warp"):
+        tta_mode("pitch")
