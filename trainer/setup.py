@@ -45,6 +45,12 @@ def class_weights(manifest: Manifest, rule: str, device: torch.device) -> torch.
     return weights.to(torch.float32).to(device)
 
 
+def args_of(cfg: TrainConfig, n_classes: int) -> dict[str, Any]:
+    """The model's constructor arguments from a training config: what the model is built with
+    and what checkpoints record, from one place."""
+    return model_args(n_classes, cfg.width, cfg.dropout, cfg.centre_bands)
+
+
 @dataclass(kw_only=True)
 class Session:
     """A training run's parts (built by `open_session`, by keyword)."""
@@ -95,7 +101,7 @@ class Session:
         labels = list(self.manifest.labels)
         return {
             "model_name": self.cfg.model,
-            "model_args": model_args(len(labels), self.cfg.width, self.cfg.dropout, self.cfg.centre_bands),
+            "model_args": args_of(self.cfg, len(labels)),
             "labels": labels, "audio": to_dict(self.manifest.audio), "train_config": to_dict(self.cfg),
             "stats": {"mel_mean": self.norm.mean.cpu().flatten(), "mel_std": self.norm.std.cpu().flatten()},
             "manifest_fingerprint": self.manifest.fingerprint(),
@@ -170,7 +176,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
         torch.cuda.set_device(device)
     amp_dtype = pick_amp(cfg.amp, device)
     labels = manifest.labels
-    raw_model = build_model(cfg.model, model_args(len(labels), cfg.width, cfg.dropout, cfg.centre_bands)).to(device)
+    raw_model = build_model(cfg.model, args_of(cfg, len(labels))).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     model = raw_model
