@@ -99,8 +99,7 @@ def fold(work: Path, name: str, test_speaker: str | None, args: argparse.Namespa
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     with (run / "metrics.csv").open() as handle:
         history = list(csv.DictReader(handle))
-    result = {"fold": name, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-              **{key: scored[key] for key in VARIANTS if key != "accuracy"},
+    result = {"fold": name, **scored, "macro_f1": metrics["macro_f1"],
               "epochs": len(history), "preprocess_s": prep, "train_s": trained,
               "samples_per_s": float(np.mean([float(r["samples_per_s"]) for r in history])),
               "data_wait": float(np.mean([float(r["data_wait_fraction"]) for r in history])),

@@ -6,7 +6,7 @@ training data. No label is used and no weight changes; the predictions then depe
 as a whole, which should hold many clips of every class (a set of one class, or a handful of
 clips, shifts the statistics the wrong way).
 
-On unseen FSDD speakers it lifts the six-fold mean by about 4 points (BENCHMARKS.md).
+On unseen FSDD speakers it lifts the six-fold mean by 4 to 6 points (BENCHMARKS.md).
 """
 
 from __future__ import annotations

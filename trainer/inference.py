@@ -254,8 +254,7 @@ def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | No
     jobs = jobs or default_workers() + 1
     if adapt:
         p.adapt(_file_mels(p, items[:: max(1, math.ceil(len(items) / ADAPT_CLIPS))], chunk_size, jobs))
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    features = in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks], jobs)
+    chunks, features = _chunk_features(p, items, chunk_size, jobs)
     paths, probs, truth, groups, offsets, rejected = [], [], [], [], [], []
     with FileProgress(len(items), console, enabled=len(chunks) > 1) as progress:
         for chunk, results in zip(chunks, features):
@@ -276,12 +275,17 @@ def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | No
                      rejected, offsets)
 
 
+def _chunk_features(p: Predictor, items: list, chunk_size: int, jobs: int) -> tuple[list[list], Iterator[list]]:
+    """The items in chunks, and each chunk's `_mels` results computed ahead in `jobs` processes."""
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    return chunks, in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks], jobs)
+
+
 def _file_mels(p: Predictor, items: list[tuple[str, str, str | None, str | None]], chunk_size: int,
                jobs: int) -> Iterator[torch.Tensor]:
     """The mels of the files (every window of a segmented recording) that give features, a
     chunk at a time; the ones that fail are left out (the prediction pass reports them)."""
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    for results in in_processes(_mels, [([item[0] for item in chunk], p.audio) for chunk in chunks], jobs):
+    for results in _chunk_features(p, items, chunk_size, jobs)[1]:
         mels = [mel for result in results if not isinstance(result, Failed) for _, mel in result]
         if mels:
             yield torch.from_numpy(np.stack(mels))
