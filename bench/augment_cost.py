@@ -29,6 +29,7 @@ from shared.config import AudioConfig, TrainConfig
 from trainer.augment import (
     add_noise,
     augment_mels,
+    freq_mixstyle,
     freq_warp,
     mixup,
     random_eq,
@@ -40,7 +41,7 @@ from trainer.models import build_model, model_args
 
 AUDIO = AudioConfig()  # 128 mels x 216 frames
 ALL = TrainConfig(train_frames=200, shift_frames=20, stretch=(0.9, 1.1), warp=(0.9, 1.1), noise_p=0.5, eq_db=10,
-                  freq_masks=2, time_masks=2, mixup_p=1.0)
+                  freq_masks=2, time_masks=2, mixup_p=1.0, mixstyle_p=1.0)
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -72,14 +73,16 @@ def main() -> None:
         "frequency warp (0.9-1.1)": lambda i=0: freq_warp(mel, ALL, gen(i), AUDIO),
         "noise (p 0.5, white/pink)": lambda i=0: add_noise(mel, ALL, gen(i), AUDIO),
         "random EQ (10 dB)": lambda i=0: random_eq(mel, ALL, gen(i)),
+        "frequency MixStyle (every batch)": lambda i=0: freq_mixstyle(mel.float()[:, None], ALL, gen(i),
+                                                                      np.random.default_rng(i)),
         "SpecAugment (2 + 2 masks)": lambda i=0: spec_augment(mel.float()[:, None], ALL, gen(i)),
         "MixUp": lambda i=0: mixup(mel.float()[:, None], labels, ALL, gen(i), np.random.default_rng(i)),
     }
 
     def everything(i: int = 0) -> None:
-        g = gen(i)
+        g, rng = gen(i), np.random.default_rng(i)
         x = augment_mels(mel, ALL, g, AUDIO)[:, None]
-        mixup(spec_augment(x, ALL, g), labels, ALL, g, np.random.default_rng(i))
+        mixup(spec_augment(freq_mixstyle(x, ALL, g, rng), ALL, g), labels, ALL, g, rng)
 
     augmentations["all of them, in the loop's order"] = everything
     rows = [(name, _median_ms(fn, args.repeats)) for name, fn in augmentations.items()]

@@ -257,6 +257,8 @@ class TrainConfig:
     amp: str = option("auto", "mixed precision (default auto: on for CUDA)", choices=AMP_MODES)
     mixup_p: float = option(0.5, "probability of mixing a batch")
     mixup_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing weight
+    mixstyle_p: float = 0.0  # frequency-wise MixStyle: share of batches whose band statistics are mixed; 0: off
+    mixstyle_alpha: float = 0.3  # ... Beta(alpha, alpha) for each clip's mixing weight
     eq_db: float = 0.0  # random equalisation: tilt of up to this many dB at the band edges; 0: off
     freq_masks: int = 0  # SpecAugment: frequency masks per training sample
     freq_mask_width: int = 8  # ... each at most this many mel bands wide
@@ -298,6 +300,7 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
         _require(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}")
         _require(0 <= self.mixup_p <= 1 and self.mixup_alpha > 0, "mixup_p in [0, 1], mixup_alpha > 0")
+        _require(0 <= self.mixstyle_p <= 1 and self.mixstyle_alpha > 0, "mixstyle_p in [0, 1], mixstyle_alpha > 0")
         _require(0 <= self.eq_db <= 40, "eq_db must be in [0, 40] dB")
         _require(min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) >= 0,
                  "SpecAugment mask counts and widths must be >= 0")

@@ -16,7 +16,7 @@ Order in a training step (`augment_mels`, then the loop):
 3. `freq_warp`: f -> alpha f through the audio config's mel scale, alpha from `warp`;
 4. `add_noise`: white or pink noise at an SNR from `noise_snr_db`, added in the power domain;
 5. `random_eq`: a random tilt and bow across the bands (`eq_db`);
-6. per-band normalisation, then `spec_augment` masks, then `mixup`.
+6. per-band normalisation, then `freq_mixstyle`, `spec_augment` masks, then `mixup`.
 
 Noise comes before the EQ because a microphone colours the room's noise too; masks come after
 normalisation so that a masked span is the band mean. Validation and prediction take the
@@ -78,6 +78,26 @@ def _masks(count: int, width: int, size: int, batch: int, generator: torch.Gener
         start = (torch.rand(batch, generator=generator) * (size - span + 1)).long()
         masked |= (position >= start[:, None]) & (position < (start + span)[:, None])
     return masked
+
+
+def freq_mixstyle(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """Frequency-wise MixStyle (Zhou et al., ICLR 2021; per band as in Schmid et al.'s DCASE
+    systems): with probability `mixstyle_p` per batch, each clip's every band is standardised over
+    time and given back a mean and spread mixed with a random partner's, Beta(`mixstyle_alpha`)
+    weighted. A recording's colouring and a voice's level per band are what change between
+    speakers and microphones; the word's shape in time stays the clip's own."""
+    if cfg.mixstyle_p == 0 or torch.rand((), generator=generator).item() >= cfg.mixstyle_p:
+        return x
+    batch = x.shape[0]
+    lam = torch.from_numpy(rng.beta(cfg.mixstyle_alpha, cfg.mixstyle_alpha, size=batch)).float()
+    lam = lam.reshape(batch, *([1] * (x.dim() - 1))).to(x.device, non_blocking=True)
+    partner = torch.randperm(batch, generator=generator).to(x.device, non_blocking=True)
+    mean = x.mean(dim=-1, keepdim=True)
+    spread = (x.var(dim=-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+    mixed_mean = torch.lerp(mean[partner], mean, lam)
+    mixed_spread = torch.lerp(spread[partner], spread, lam)
+    return (x - mean) / spread * mixed_spread + mixed_mean
 
 
 def spec_augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:

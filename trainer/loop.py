@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
 from trainer import checkpoint
-from trainer.augment import augment_mels, mixup, spec_augment
+from trainer.augment import augment_mels, freq_mixstyle, mixup, spec_augment
 from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.elastic import restore_position
@@ -199,7 +199,7 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[torch.T
     rng = np.random.default_rng(seed)
     x = s.normalise(augment_mels(batch["mel"].to(device, non_blocking=True), cfg, generator, s.audio))
     y = batch["label"].to(device, non_blocking=True)
-    x = spec_augment(x, cfg, generator)
+    x = spec_augment(freq_mixstyle(x, cfg, generator, rng), cfg, generator)
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
     with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
         logits = s.model(x)

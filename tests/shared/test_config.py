@@ -45,3 +45,15 @@ def test_malformed_toml_is_a_config_error(tmp_path):
     (tmp_path / "bad.toml").write_text("seed = = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_toml(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"mixstyle_p": 1.5}, "mixstyle_p"),
+    ({"mixstyle_alpha": 0}, "mixstyle_alpha"),
+    ({"mixup_p": -0.1}, "mixup_p"),
+])
+def test_bad_training_values_name_the_key(data, message):
+    from shared.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TrainConfig, data)

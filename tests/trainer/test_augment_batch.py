@@ -194,3 +194,45 @@ def test_the_whole_chain_keeps_the_training_shape():
     cfg = TrainConfig(train_frames=40, shift_frames=5, stretch=(0.9, 1.1), warp=(0.9, 1.1), noise_p=0.5, eq_db=6)
     out = augment_mels(_mels(), cfg, _gen(), AUDIO)
     assert out.shape == (B, M, 40) and torch.isfinite(out).all()
+
+
+def test_freq_mixstyle_gives_each_clip_band_statistics_mixed_with_one_partners():
+    from trainer.augment import freq_mixstyle
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(B, 1, M, T, generator=g) * (0.5 + 3 * torch.rand(B, 1, M, 1, generator=g))
+         + 4 * torch.randn(B, 1, M, 1, generator=g))
+    cfg = TrainConfig(mixstyle_p=1.0)
+    out = freq_mixstyle(x, cfg, _gen(), np.random.default_rng(0))
+    assert torch.equal(out, freq_mixstyle(x, cfg, _gen(), np.random.default_rng(0)))  # resume draws the same
+
+    def stats(t):
+        return t.mean(-1).flatten(1).double(), t.std(-1, unbiased=False).flatten(1).double()
+
+    (mean, spread), (new_mean, new_spread) = stats(x), stats(out)
+    # the shape over time of every band stays the clip's own
+    assert torch.allclose((out - out.mean(-1, keepdim=True)) / out.std(-1, unbiased=False, keepdim=True),
+                          (x - x.mean(-1, keepdim=True)) / x.std(-1, unbiased=False, keepdim=True), atol=1e-3)
+    moved = 0
+    for b in range(B):
+        # one partner p and one weight lam for all of clip b's bands, means and spreads alike:
+        # new = lam * own + (1 - lam) * partner's, solved by least squares and checked exact
+        fits = []
+        for p in range(B):
+            own = torch.cat([mean[b], spread[b]]) - torch.cat([mean[p], spread[p]])
+            target = torch.cat([new_mean[b], new_spread[b]]) - torch.cat([mean[p], spread[p]])
+            lam = float(own @ target / (own @ own)) if p != b else 1.0
+            fits.append((float((target - lam * own).abs().max()), lam, p))
+        error, lam, p = min(fits)
+        assert error < 1e-3 and -1e-6 <= lam <= 1 + 1e-6
+        moved += p != b and lam < 0.99
+    assert moved >= B // 2  # mixing happened, not the identity
+
+
+def test_freq_mixstyle_is_off_by_default_and_at_p_zero_draws_nothing():
+    from trainer.augment import freq_mixstyle
+
+    x, g, rng = torch.randn(B, 1, M, T), _gen(), np.random.default_rng(0)
+    state = g.get_state()
+    assert freq_mixstyle(x, TrainConfig(), g, rng) is x and torch.equal(g.get_state(), state)
+    assert rng.random() == np.random.default_rng(0).random()

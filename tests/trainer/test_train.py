@@ -88,10 +88,12 @@ def test_training_learns_and_writes_the_run_folder(reference):
     assert (reference / "config.json").exists()
 
 
-# Every log-mel augmentation drawn per step, SpecAugment, EQ, centred bands and the weight average on: a resumed
-# run must draw the same crops, shifts, stretches, warps and noise, and hold the same average.
+# Every log-mel augmentation drawn per step, MixStyle, SpecAugment, EQ, centred bands and the weight
+# average on: a resumed run must draw the same crops, shifts, stretches, warps, noise and style
+# mixes, and hold the same average.
 FRESH = {"train_frames": 110, "shift_frames": 8, "stretch": [0.9, 1.1], "warp": [0.9, 1.1], "noise_p": 0.5,
-         "noise_snr_db": [5.0, 30.0], "eq_db": 6.0, "freq_masks": 1, "time_masks": 1, "centre_bands": True}
+         "noise_snr_db": [5.0, 30.0], "eq_db": 6.0, "freq_masks": 1, "time_masks": 1, "centre_bands": True,
+         "mixstyle_p": 0.5}
 
 
 @pytest.fixture(scope="module")
