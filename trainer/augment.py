@@ -93,8 +93,8 @@ def freq_mixstyle(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
     lam = torch.from_numpy(rng.beta(cfg.mixstyle_alpha, cfg.mixstyle_alpha, size=batch)).float()
     lam = lam.reshape(batch, *([1] * (x.dim() - 1))).to(x.device, non_blocking=True)
     partner = torch.randperm(batch, generator=generator).to(x.device, non_blocking=True)
-    mean = x.mean(dim=-1, keepdim=True)
-    spread = (x.var(dim=-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+    var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
+    spread = (var + 1e-6).sqrt()
     mixed_mean = torch.lerp(mean[partner], mean, lam)
     mixed_spread = torch.lerp(spread[partner], spread, lam)
     return (x - mean) / spread * mixed_spread + mixed_mean
