@@ -54,6 +54,19 @@ def test_the_first_layer_gets_the_statistics_of_the_new_data():
     assert torch.equal(after, model(data[:8]))  # eval mode: dropout off, statistics fixed
 
 
+def test_under_autocast_the_statistics_stay_float32_and_match_full_precision():
+    """The path --adapt-bn takes on a GPU with AMP (run here with CPU bf16 autocast): BatchNorm
+    keeps float32 statistics, equal to the full-precision ones within bf16's rounding."""
+    model, data = _model_and_data()
+    twin, _ = _model_and_data()
+    assert adapt_batchnorm(model, data.split(32)) == adapt_batchnorm(twin, data.split(32), torch.bfloat16) == 96
+    for full, half in zip(batchnorms(model), batchnorms(twin)):
+        assert half.running_mean.dtype == half.running_var.dtype == torch.float32
+        assert not torch.equal(full.running_mean, half.running_mean)  # autocast did run in bf16
+        torch.testing.assert_close(half.running_mean, full.running_mean, rtol=0.05, atol=0.02)
+        torch.testing.assert_close(half.running_var, full.running_var, rtol=0.05, atol=0.02)
+
+
 def test_too_few_clips_are_refused_and_the_model_is_left_as_it_was():
     model, data = _model_and_data(adapt.MIN_CLIPS - 1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
