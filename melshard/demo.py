@@ -20,6 +20,7 @@ from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import TrainConfig
+from shared.console import plain, shown
 from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.loop import train
@@ -36,7 +37,7 @@ def run_demo(work: Path, quick: bool = False) -> int:
     start = time.perf_counter()
     corpus = work / "corpus"
     if not (corpus / "test_labels.csv").exists():
-        console.print(f"generating a synthetic corpus in {corpus}")
+        console.print(shown(f"generating a synthetic corpus in {corpus}"))
         make_demo_corpus(corpus, per_class=20 if quick else 40, test_per_class=4 if quick else 6)
     shards, run_dir, submission = work / "shards", work / "run", work / "submission.csv"
 
@@ -61,9 +62,9 @@ def run_demo(work: Path, quick: bool = False) -> int:
     scored = answers.merge(pd.read_csv(submission), on="filename", suffixes=("", "_predicted"))
     accuracy = float((scored["label"] == scored["label_predicted"]).mean())
 
-    print(f"\nshards:      {shards}  (manifest.json, errors.csv: {len(result.errors)} rejected inputs)")
-    print(f"run:         {run_dir}  (best.pt, last.pt, metrics.csv, report/)")
-    print(f"submission:  {submission}")
+    print(plain(f"\nshards:      {shards}  (manifest.json, errors.csv: {len(result.errors)} rejected inputs)"))
+    print(plain(f"run:         {run_dir}  (best.pt, last.pt, metrics.csv, report/)"))
+    print(plain(f"submission:  {submission}"))
     print(f"test accuracy: {accuracy:.1%} on {len(scored)} held-out clips "
           f"({time.perf_counter() - start:.0f} s in all)")
     return status

@@ -26,6 +26,7 @@ from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
+from shared.console import plain
 from shared.errors import DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
@@ -161,7 +162,7 @@ def demo_parser() -> argparse.ArgumentParser:
 def demo_options(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     corpus = Path(args.work) / "corpus"
     if not (corpus / "test_labels.csv").exists():
-        print(f"generating the demo corpus in {corpus}", file=sys.stderr)
+        print(plain(f"generating the demo corpus in {corpus}"), file=sys.stderr)
         make_demo_corpus(corpus)
     return RunOptions(corpus / "train", Path(args.out), corpus / "test", args.jobs), DEMO_CONFIG
 
@@ -222,9 +223,9 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
     summary(manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")
-    print(f"wrote {opts.out}/manifest.json and {opts.out}/errors.csv")
+    print(plain(f"wrote {opts.out}/manifest.json and {opts.out}/errors.csv"))
     problem = failure(manifest, cfg.max_rejected, opts.out)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
+        print(plain(f"error: {problem}"), file=sys.stderr)
         return 1
     return 0

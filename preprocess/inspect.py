@@ -20,6 +20,7 @@ from rich.table import Table  # noqa: E402
 
 from preprocess.pipeline import imbalance_notes  # noqa: E402
 from shared.config import AudioConfig  # noqa: E402
+from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, one_line  # noqa: E402
 from shared.integrity import check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, Manifest  # noqa: E402
@@ -70,7 +71,7 @@ def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioCon
             if c < len(examples[name]):
                 ax.imshow(examples[name][c], origin="lower", aspect="auto", cmap="magma")
             if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+                ax.set_ylabel(plot_label(name), rotation=0, ha="right", va="center", fontsize=10)
     figure.suptitle(f"log-mel examples ({audio.n_mels} mels x {audio.duration_s} s at {audio.sr} Hz)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -94,7 +95,7 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     for split in splits:
         counts.add_column(split, justify="right")
     for name in manifest.labels:
-        counts.add_row(name, *(str(s.per_class.get(name, 0)) for s in splits.values()))
+        counts.add_row(shown(name), *(str(s.per_class.get(name, 0)) for s in splits.values()))
     counts.add_row("total", *(str(s.samples) for s in splits.values()), style="bold")
     console.print(counts)
 
@@ -112,8 +113,8 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     if train:
         copies = train.copies_per_class or {}
         clips = {name: count - copies.get(name, 0) for name, count in train.per_class.items()}
-        for line in imbalance_notes(clips, manifest.augment.balance_classes):
-            console.print(line)
+        for line in imbalance_notes(clips, manifest.augment.balance_classes):  # it names classes
+            console.print(shown(line))
 
     inputs = manifest.inputs
     console.print(f"inputs: {inputs.total} total, {inputs.written} written, {inputs.rejected} rejected")
@@ -124,17 +125,17 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
         rejected.add_column("reason")
         rejected.add_column("inputs", justify="right")
         for reason, count in reasons.most_common():
-            rejected.add_row(reason, str(count))
+            rejected.add_row(shown(reason), str(count))
         console.print(rejected)
 
     samples = sum(info.samples for info in splits.values())
     bad = [b for split in splits for b in check_shards(folder, splits[split].shards, "skip")[1]]
     if bad:
-        console.print(f"[bold red]damaged shards:[/] {describe_loss(bad)}")
+        console.print(shown("damaged shards:", "bold red"), shown(describe_loss(bad)))
     else:
         console.print(f"shards checked: every sample read ({samples} samples, size and sha256 as recorded)")
 
     png = folder / "inspect.png"
     plot_grid(_examples(folder, manifest, PER_CLASS, {b.name for b in bad}), png, audio)
-    console.print(f"mel examples: {png}")
+    console.print(shown(f"mel examples: {png}"))
     return png

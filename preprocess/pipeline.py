@@ -32,6 +32,7 @@ from preprocess.shards import JOURNAL, journal_name, write_shard
 from preprocess.split import assign_splits
 from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
+from shared.console import plain
 from shared.errors import UsageError
 from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
@@ -352,7 +353,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     with out.lock(f"{JOURNAL}/lock"):
         prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite, listing_fingerprint(plan))
         for line in notes:  # once the run is under way: a refused run prints only its error
-            print(line, file=sys.stderr, flush=True)
+            print(plain(line), file=sys.stderr, flush=True)  # lines that name classes
         records: dict[str, dict[str, Any]] = {}
         for job in plan:
             record = finished_record(out, job, cfg)

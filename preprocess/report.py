@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from shared.console import shown
 from shared.manifest import Manifest
 
 PLAIN_EVERY_S = 10.0
@@ -70,7 +71,7 @@ def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: i
     for split in splits:
         table.add_column(split, justify="right")
     for name in manifest.labels:
-        table.add_row(name, *(str(s.per_class.get(name, 0)) for s in splits.values()))
+        table.add_row(shown(name), *(str(s.per_class.get(name, 0)) for s in splits.values()))
     unlabeled = [str(s.samples - sum(s.per_class.values())) for s in splits.values()]
     if any(u != "0" for u in unlabeled):
         table.add_row("(unlabeled)", *unlabeled)
@@ -83,7 +84,7 @@ def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: i
         for column in ("stage", "reason", "inputs"):
             rejected.add_column(column, justify="right" if column == "inputs" else "left")
         for (stage, reason), count in sorted(reasons.items()):
-            rejected.add_row(stage, reason, str(count))
+            rejected.add_row(shown(stage), shown(reason), str(count))
         console.print(rejected)
     inputs = manifest.inputs
     samples = sum(s.samples for s in splits.values())

@@ -54,6 +54,25 @@ def write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None)
         handle.write(data)
 
 
+def readable(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 shown as `\\xNN` (`caf\\xe9.wav`).
+
+    Linux file names are bytes: one from, say, a Windows zip can hold Latin-1. Python reads such
+    a byte as a lone surrogate ('\\udce9'), which no UTF-8 file or terminal can take.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to: shown as \uDXXX
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8 of `text`, with undecodable file-name bytes shown as `\\xNN` (`readable`): every CSV
+    and text file the product writes is valid UTF-8, whatever names the inputs have."""
+    return readable(text).encode("utf-8")
+
+
 def json_bytes(obj: Any) -> bytes:
     """Deterministic JSON (sorted keys, 1-space indent): identical inputs give identical bytes."""
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8")

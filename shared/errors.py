@@ -13,6 +13,8 @@ Which one, by what fixes it:
 import errno
 import sys
 
+from shared.atomic import readable
+
 
 class UsageError(Exception):
     """A mistake in the command line, a config file or the input layout (see the module doc).
@@ -64,12 +66,12 @@ def report(exc: BaseException, rerun: str) -> int | None:
     (2 usage, 1 data or a full disk); None for anything else, which the caller re-raises.
     `rerun` says how to continue after freeing disk space."""
     if isinstance(exc, UsageError):
-        print(f"error: {exc}", file=sys.stderr)
+        print(readable(f"error: {exc}"), file=sys.stderr)
         return 2
     if isinstance(exc, DataError):
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(readable(f"error: {one_line(exc)}"), file=sys.stderr)
         return 1
     if is_disk_full(exc):
-        print(f"error: {disk_full_line(exc, rerun)}", file=sys.stderr)
+        print(readable(f"error: {disk_full_line(exc, rerun)}"), file=sys.stderr)
         return 1
     return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from shared.atomic import text_bytes
 from shared.sources import Rejection
 
 COLUMNS = ["path", "stage", "reason", "detail"]
@@ -20,5 +21,5 @@ def rejections_frame(rows: Iterable[Rejection | Sequence[str]], sort: bool = Fal
 
 
 def rejections_csv(rows: Iterable[Rejection | Sequence[str]], sort: bool = False) -> bytes:
-    """The CSV file of `rejections_frame(rows, sort)`."""
-    return rejections_frame(rows, sort).to_csv(index=False).encode("utf-8")
+    """The CSV file of `rejections_frame(rows, sort)`: UTF-8, a path's undecodable bytes as \\xNN."""
+    return text_bytes(rejections_frame(rows, sort).to_csv(index=False))

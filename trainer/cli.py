@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import AGGREGATES, DEVICES, TrainConfig, from_dict, load_toml
+from shared.console import plain
 from shared.errors import DataError, UsageError, report
 from shared.integrity import POLICIES
 from shared.interrupt import main_process_interrupts
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 where = f"{source} [{args.split}]" if args.shards else str(source)
                 files, windows = by_file(predicted, args.aggregate)
                 evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted)
-            print(f"wrote {Path(args.run) / 'report'}")
+            print(plain(f"wrote {Path(args.run) / 'report'}"))
             return 0
         if args.command == "demo":
             # The demo spans both halves and lives above them (melshard/demo.py); this command
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         what = {"predict": f"nothing was written to {getattr(args, 'out', '')}",
                 "evaluate": f"{getattr(args, 'run', 'RUN')}/report was not (fully) rewritten; rerun the same command",
                 "train": "rerun the same command, with --resume once a checkpoint exists"}.get(args.command, "")
-        print(f"interrupted: {what}" if what else "interrupted", file=sys.stderr)
+        print(plain(f"interrupted: {what}") if what else "interrupted", file=sys.stderr)
         return 130
     except (UsageError, DataError, OSError) as exc:
         status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.atomic import write_bytes
+from shared.atomic import text_bytes, write_bytes
+from shared.console import plain
 from shared.manifest import MANIFEST
 from shared.rejections import rejections_csv
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
@@ -63,7 +64,7 @@ def predict_source(predictor: Predictor, source: Path, opts: PredictOptions) -> 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
-    return buffer.getvalue().encode("utf-8")
+    return text_bytes(buffer.getvalue())
 
 
 def submission_frame(labels: list[str], predicted: Predicted, probabilities: bool) -> pd.DataFrame:
@@ -112,11 +113,11 @@ def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
-    print(f"wrote {out}: {len(predicted.paths)} predictions"
-          + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
-          + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else ""))
+    print(plain(f"wrote {out}: {len(predicted.paths)} predictions"
+                + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
+                + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else "")))
     if predicted.rejected and not opts.allow_missing:
-        print(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "
-              "pass --allow-missing to accept a submission without them", file=sys.stderr)
+        print(plain(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "
+                    "pass --allow-missing to accept a submission without them"), file=sys.stderr)
         return 1
     return 0

@@ -19,7 +19,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix  # noqa: E402
 
-from shared.atomic import write_bytes, write_json  # noqa: E402
+from shared.atomic import text_bytes, write_bytes, write_json  # noqa: E402
+from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
 from shared.labels import label_index  # noqa: E402
 from shared.rejections import rejections_csv  # noqa: E402
@@ -37,8 +38,9 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
     size = max(5.0, 0.55 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size + 1, size))
     image = axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
+    names = [plot_label(name) for name in labels]
+    axes.set_xticks(range(len(labels)), names, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     threshold = matrix.max() / 2 if matrix.size else 0
@@ -111,19 +113,19 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     table = pd.DataFrame([{"class": name, **{k: per_class[name][k] for k in columns}}
                           for name in labels]).rename(columns={"f1-score": "f1"})
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
-    write_bytes(report / "per_class.csv", table.to_csv(index=False).encode())
+    write_bytes(report / "per_class.csv", text_bytes(table.to_csv(index=False)))
     write_bytes(report / "confusion_matrix.csv",
-                pd.DataFrame(matrix, index=labels, columns=labels).rename_axis("true").to_csv().encode())
+                text_bytes(pd.DataFrame(matrix, index=labels, columns=labels).rename_axis("true").to_csv()))
     plot_confusion(matrix, labels, report / "confusion_matrix.png")
     plot_curves(run / "metrics.csv", report / "training_curves.png")
     rows = pd.DataFrame({"path": [predicted.paths[i] for i in known], "label": [predicted.truth[i] for i in known],
                          "predicted": [labels[j] for j in y_pred]}).sort_values("path")
-    write_bytes(report / "predictions.csv", rows.to_csv(index=False).encode())
+    write_bytes(report / "predictions.csv", text_bytes(rows.to_csv(index=False)))
     groups = [predicted.groups[i] for i in known]
     if any(g is not None for g in groups):
         by_group = pd.DataFrame({"group": groups, "correct": y_true == y_pred}).groupby("group")["correct"]
         per_group = pd.DataFrame({"samples": by_group.size(), "accuracy": by_group.mean()}).reset_index()
-        write_bytes(report / "per_group.csv", per_group.to_csv(index=False).encode())
+        write_bytes(report / "per_group.csv", text_bytes(per_group.to_csv(index=False)))
         metrics["worst_group"] = {"group": str(per_group.loc[per_group["accuracy"].idxmin(), "group"]),
                                   "accuracy": float(per_group["accuracy"].min())}
     # Inputs that could not be scored (undecodable audio, damaged shards) are counted, never dropped.
@@ -137,18 +139,20 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     _show(metrics, table, console or Console())
     if predicted.rejected:
         (console or Console(stderr=True)).print(
-            f"warning: {len(predicted.rejected)} inputs could not be evaluated; see {skipped}")
+            shown(f"warning: {len(predicted.rejected)} inputs could not be evaluated; see {skipped}"))
     return metrics
 
 
 def _show(metrics: dict, table: pd.DataFrame, console: Console) -> None:
     base = metrics["majority_baseline"]
-    view = Table(title=f"{metrics['source']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-                       f"balanced accuracy {metrics['balanced_accuracy']:.4f}",
-                 caption=f"always answering '{base['class']}' would score accuracy {base['accuracy']:.4f}, "
-                         f"macro-F1 {base['macro_f1']:.4f}, balanced accuracy {base['balanced_accuracy']:.4f}")
+    # The source (a path) and the class names are the user's: shown exactly, never read as markup.
+    title = (f"{metrics['source']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+             f"balanced accuracy {metrics['balanced_accuracy']:.4f}")
+    caption = (f"always answering '{base['class']}' would score accuracy {base['accuracy']:.4f}, "
+               f"macro-F1 {base['macro_f1']:.4f}, balanced accuracy {base['balanced_accuracy']:.4f}")
+    view = Table(title=shown(title), caption=shown(caption))
     for column in ("class", "precision", "recall", "f1", "support"):
         view.add_column(column, justify="left" if column == "class" else "right")
     for row in table.itertuples(index=False):
-        view.add_row(str(row[0]), f"{row[1]:.3f}", f"{row[2]:.3f}", f"{row[3]:.3f}", str(int(row[4])))
+        view.add_row(shown(row[0]), f"{row[1]:.3f}", f"{row[2]:.3f}", f"{row[3]:.3f}", str(int(row[4])))
     console.print(view)
