@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
@@ -48,6 +47,7 @@ from trainer.data import iter_batches
 from trainer.distributed import any_across, check_in_sync, leave, sum_across, sync_buffers
 from trainer.elastic import restore_position
 from trainer.evaluation import evaluate_batches
+from trainer.loss import cross_entropy
 from trainer.plan import rng_seed
 from trainer.progress import EpochProgress
 from trainer.setup import Session, open_session
@@ -203,10 +203,10 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[torch.T
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
     with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
         logits = s.model(x)
-        # MixUp mixes the two targets' losses, each weighted by its class (PyTorch's weighted mean).
+        # MixUp mixes the two targets' losses, each clip weighted by its target's class.
         weight, smoothing = s.class_weights, cfg.label_smoothing
-        loss = lam * F.cross_entropy(logits, y_a, weight=weight, label_smoothing=smoothing) + \
-            (1.0 - lam) * F.cross_entropy(logits, y_b, weight=weight, label_smoothing=smoothing)
+        loss = lam * cross_entropy(logits, y_a, weight, smoothing) + \
+            (1.0 - lam) * cross_entropy(logits, y_b, weight, smoothing)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()
     if cfg.grad_clip > 0:
