@@ -55,7 +55,8 @@ def shard_name(split: str, index: int) -> str:
 
 
 def _short_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=4).hexdigest()
+    # surrogateescape: a name that is not UTF-8 hashes as its own bytes (valid names are unchanged)
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
 
 
 # Longest key kept as it is. Member names (key + "_augN.mel.npy") then stay within the 255 bytes
