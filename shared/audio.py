@@ -411,25 +411,27 @@ def decode_stream(path: str | Path, sr: int) -> Iterator[np.ndarray]:
             if ffmpeg_path() is None:
                 raise AudioError("undecodable", f"{tried}; {exc.detail}" if tried else exc.detail) from None
             blocks = iter([(sr, _read_ffmpeg(path, sr, MAX_STREAM_S))])
-    resampler, total = None, 0
+    resampler, decoded = None, 0
     try:
         for rate, block in blocks:
             if not _finite(block):
                 raise AudioError("non_finite", "the audio contains NaN or Inf samples")
+            decoded += block.size
             if rate != sr:
                 resampler = resampler or soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
-                block = resampler.resample_chunk(block)
-            total += block.size
+                block = resampler.resample_chunk(block)  # may hold all of a short file back until `last`
             if block.size:
                 yield block
-        if resampler is not None and total:
-            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if resampler is not None and decoded:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                yield tail
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError("undecodable", f"soundfile: {_one_line(exc)}") from None
     finally:
         if hasattr(blocks, "close"):
             blocks.close()
-    if total == 0:
+    if decoded == 0:
         raise AudioError("undecodable" if tried else "no_audio",
                          f"{tried}; av: no audio frame decodes from it" if tried else "the file decodes to 0 samples")
 

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from shared.audio import load_clip, windows
+from shared.audio import decode, decode_stream, load_clip, windows
 from shared.config import AudioConfig
 from shared.shardio import iter_samples
 from tests.audio_fixtures import CLASS_HZ, run_module, write_tiny_config
@@ -47,6 +49,30 @@ def test_a_short_recording_is_one_trimmed_clip(tmp_path):
     [(offset, clip)] = list(windows(tmp_path / "short.wav", cfg))
     assert offset == 0.0 and clip.size < y.size  # the silence around it trimmed, as without --segment
     np.testing.assert_array_equal(clip, load_clip(tmp_path / "short.wav", cfg))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rate=st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000]), target=st.sampled_from([8000, 22050]),
+       samples=st.one_of(st.integers(1, 4000), st.integers(40_000, 200_000)), fmt=st.sampled_from(["wav", "flac"]))
+def test_the_stream_decodes_what_decode_does_at_any_rate_and_length(tmp_path, rate, target, samples, fmt):
+    """The streamed recording (--segment) against the whole-file decoder, from one sample to a few
+    seconds: a short file that soxr holds back entirely until its last chunk included."""
+    y = (0.3 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)
+    path = tmp_path / f"clip.{fmt}"
+    sf.write(path, y, rate, subtype="PCM_24")
+    whole = decode(path, target)
+    streamed = np.concatenate(list(decode_stream(path, target)) or [np.zeros(0, np.float32)])
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
+def test_a_50_ms_clip_that_needs_upsampling_is_one_clip(tmp_path):
+    y = (0.5 * np.sin(2 * np.pi * 440 * np.arange(800) / 16000)).astype(np.float32)
+    sf.write(tmp_path / "short.wav", y, 16000, subtype="PCM_16")
+    cfg = AudioConfig(segment=True)  # 22,050 Hz: soxr returns nothing until the stream's end
+    [(offset, clip)] = list(windows(tmp_path / "short.wav", cfg))
+    assert offset == 0.0
+    np.testing.assert_allclose(clip, load_clip(tmp_path / "short.wav", cfg), atol=1e-6)
 
 
 def test_a_20_minute_recording_is_windowed_in_bounded_memory(tmp_path):
