@@ -1,7 +1,8 @@
 """The two classifiers: the seeds' CNN and a ResNet-9 (Myrtle / DAWNBench layout).
 
-Both take a `[batch, 1, n_mels, frames]` log-mel and work for any mel size (global pooling
-before the classifier); `width` scales every channel count so a model can run small on a CPU.
+Both take a `[batch, 1, n_mels, frames]` log-mel of any size from `MIN_INPUT` up (global
+pooling before the classifier); `width` scales every channel count so a model can run small on
+a CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from shared.config import AudioConfig
+from shared.errors import UsageError
 
 
 def _channels(base: int, width: float) -> int:
@@ -91,6 +95,28 @@ class ResNet9(nn.Module):
 # The class of every name in shared.config.MODELS (which the config, --model's choices and --help
 # take; a test holds the two equal).
 MODELS = {"cnn": SeedCNN, "resnet9": ResNet9}
+
+
+# Each 2x2 max-pool halves both axes, rounding down: an input needs 2 ** pools bands and frames.
+MIN_INPUT = {"cnn": 2 ** 4, "resnet9": 2 ** 3}
+
+
+def check_input_size(name: str, audio: AudioConfig, frames: int) -> None:
+    """A one-line UsageError, naming the fix, for mels too small for model `name` (which would
+    fail deep inside the first forward pass)."""
+    least = MIN_INPUT[name]
+    if audio.n_mels >= least and frames >= least:
+        return
+    fixes = []
+    if frames < least:
+        fixes.append(f"preprocess with duration_s >= {(least - 1) * audio.hop_length / audio.sr:.2f} "
+                     "(or a smaller hop_length)" if frames == audio.n_frames else f"use train_frames >= {least}")
+    if audio.n_mels < least:
+        fixes.append(f"preprocess with n_mels >= {least}")
+    smaller = [other for other, size in MIN_INPUT.items() if size < least and min(audio.n_mels, frames) >= size]
+    fixes += [f"use --model {other}" for other in smaller]
+    raise UsageError(f"--model {name} needs mels of at least {least} bands x {least} frames, and these are "
+                     f"{audio.n_mels} x {frames}: {', or '.join(fixes)}")
 
 
 def model_args(n_classes: int, width: float, dropout: float, centre: bool = False) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from trainer.device import default_workers, pick_amp, pick_device
 from trainer.distributed import World, join, sum_across
 from trainer.elastic import relayout
 from trainer.ema import WeightAverage
-from trainer.models import build_model, model_args
+from trainer.models import build_model, check_input_size, model_args
 from trainer.resume import check_same_damage, checkpoint_to_resume, resumed_config
 from trainer.schedule import make_scheduler
 
@@ -159,6 +159,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     if cfg.train_frames > frames:
         raise UsageError(f"train_frames {cfg.train_frames} is longer than the stored mels ({frames} frames); "
                          f"use at most {frames} or preprocess with a longer duration_s")
+    check_input_size(cfg.model, manifest.audio, cfg.train_frames or frames)
     good, lost = _check_damage(shards, manifest, on_bad_shard, world)
     if resumed is not None:
         check_same_damage(resumed, lost, shards)
