@@ -129,13 +129,16 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | 
 
 
 def failure(manifest: Manifest, max_rejected: float, out: Path | str) -> str | None:
-    """Why a finished run counts as failed (nothing written, or too many inputs rejected), or None."""
+    """Why a finished run counts as failed (nothing written, or too many inputs rejected), or None.
+
+    Hidden files are rejected by rule, unread: they are left out of the rejected share."""
     inputs = manifest.inputs
     if inputs.written == 0:
         return f"no sample was written; see {out}/errors.csv"
-    share = inputs.rejected / inputs.total
+    share = (inputs.rejected - inputs.hidden) / (inputs.total - inputs.hidden)
     if share > max_rejected:
-        return (f"{share:.0%} of inputs were rejected (more than --max-rejected "
+        aside = " (hidden files aside)" if inputs.hidden else ""
+        return (f"{share:.0%} of inputs were rejected{aside} (more than --max-rejected "
                 f"{max_rejected}); see {out}/errors.csv")
     return None
 

@@ -38,7 +38,7 @@ from shared.labels import fit_labels
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
 from shared.rejections import rejections_csv
 from shared.runtime import available_cores
-from shared.sources import SPLITS, Clip, Rejection, drop_duplicates, list_source
+from shared.sources import HIDDEN, SPLITS, Clip, Rejection, drop_duplicates, list_source
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,19 @@ class RunResult:
 def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
                   notes: list[str] | None = None) -> tuple[list[Clip], list[Rejection], list[str]]:
     """All inputs as clips with a split, the rejected ones, and the label list; one-line notices
-    for the user (labels ignored, the split obtained, classes without validation) go to `notes`."""
+    for the user (hidden files, labels ignored, the split obtained) go to `notes`. The class
+    warnings wait for the run's end (`class_warnings`): they count the clips actually written."""
     notes = notes if notes is not None else []
-    clips, rejections = list_source(opts.src, labeled=True)
+    clips, rejections = list_source(opts.src, labeled=True, report_hidden=True)
     if opts.test is not None:
-        test_clips, test_rejections = list_source(opts.test, labeled=False)
+        test_clips, test_rejections = list_source(opts.test, labeled=False, report_hidden=True)
         clips += test_clips
         rejections += test_rejections
+    hidden = [r.path for r in rejections if r.reason == HIDDEN]
+    if hidden:
+        notes.append(f"note: {len(hidden)} hidden file(s) with an audio extension were not read (names starting "
+                     f"with '.' or in hidden folders, e.g. '{min(hidden)}'): each is a row of errors.csv (reason "
+                     "hidden), not counted toward --max-rejected")
     clips = drop_duplicates(clips, rejections)
     labels = fit_labels({c.label for c in clips if c.split != "test" and c.label is not None})
     known = set(labels)
@@ -99,20 +105,42 @@ def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
                      f"clip has ({shown}); it is ignored and they are kept unlabeled (known labels are "
                      "kept for scoring)")
     clips = assign_splits(kept, cfg.val_fraction, cfg.seed, notes)
-    notes.extend(class_warnings(clips, labels))
     return clips, rejections, labels
 
 
-def class_warnings(clips: list[Clip], labels: list[str]) -> list[str]:
-    """One line each: fewer than two training classes (the trainer refuses them), and classes
+# Classes without a usable training clip named one line each, up to this many.
+UNUSABLE_SHOWN = 5
+
+
+def class_warnings(clips: list[Clip], labels: list[str], rejected: dict[str, int] | None = None) -> list[str]:
+    """One line each, from the clips written (`clips`: after rejections; `rejected`: each class's
+    inputs rejected while decoding): a class with no training clip (the model gets an output it
+    can never learn), fewer than two training classes (the trainer refuses them), and classes
     with no validation clip (their F1 counts as 0 in val macro-F1) when there is a val split."""
     lines = []
+    rejected = rejected or {}
     trained = sorted({c.label for c in clips if c.split == "train" and c.label is not None})
+    in_val: dict[str, int] = {}
+    for clip in clips:
+        if clip.split == "val" and clip.label is not None:
+            in_val[clip.label] = in_val.get(clip.label, 0) + 1
+    unusable = [name for name in labels if name not in trained]
+    for name in unusable[:UNUSABLE_SHOWN]:
+        why = ([f"{rejected[name]} rejected, see errors.csv"] if rejected.get(name) else []) + \
+              ([f"{in_val[name]} in val only"] if in_val.get(name) else [])
+        lines.append(f"warning: class '{name}' has no usable {'training ' if in_val.get(name) else ''}clip"
+                     f"{' (' + '; '.join(why) + ')' if why else ''}: the model will never predict it; "
+                     "fix or remove its files")
+    if len(unusable) > UNUSABLE_SHOWN:
+        rest = unusable[UNUSABLE_SHOWN:]
+        lines.append(f"warning: {len(rest)} more class(es) have no usable training clip ({', '.join(rest[:5])}"
+                     f"{', ...' if len(rest) > 5 else ''}): the model will never predict them; "
+                     "fix or remove their files")
     if len(trained) < 2:
         lines.append(f"warning: {len(trained)} class(es) with training clips ({', '.join(trained) or 'none'}); "
                      "`python -m trainer train` needs at least two")
-    validated = {c.label for c in clips if c.split == "val"}
-    missing = [name for name in labels if name not in validated]
+    validated = set(in_val)
+    missing = [name for name in labels if name not in validated and name in trained]
     if validated and missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         lines.append(f"warning: {len(missing)} class(es) have no validation clip ({shown}); val macro-F1 "
@@ -304,14 +332,22 @@ def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: Prepro
     }
 
 
-def train_counts(plan: list[ShardJob]) -> tuple[dict[str, int], dict[str, int]]:
-    """(clips, augmented copies) per train class, from the plan (what `balance_classes` added
-    shows in the copies)."""
+def rejected_items(plan: list[ShardJob], records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(split, relative path) of every planned clip its shard's worker rejected."""
+    return {(job.split, row[0]) for job, record in zip(plan, records) for row in record["errors"]}
+
+
+def train_counts(plan: list[ShardJob], rejected: set[tuple[str, str]] | None = None,
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(clips, augmented copies) per train class written, from the plan less the `rejected`
+    clips (what `balance_classes` added shows in the copies)."""
     clips: dict[str, int] = {}
     copies: dict[str, int] = {}
     for job in plan:
         if job.split == "train":
             for item in job.items:
+                if rejected and (job.split, item.rel) in rejected:
+                    continue
                 label = item.label or ""
                 clips[label] = clips.get(label, 0) + 1
                 copies[label] = copies.get(label, 0) + item.copies
@@ -345,8 +381,6 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
     notes: list[str] = []
     clips, rejections, labels = gather_inputs(opts, cfg, notes)
     plan = plan_shards(clips, labels, cfg)
-    train_clips, train_copies = train_counts(plan)
-    notes += imbalance_notes(train_clips, cfg.augment.balance_classes)
     out = output(opts.out)
     out.prepare()
 
@@ -380,11 +414,22 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         errors.sort(key=lambda row: (row[0], row[1]))
         total = total_clips + len(rejections)
         manifest = build_manifest(ordered, labels, cfg, total, len(errors))
+        manifest["inputs"]["hidden"] = sum(r.reason == HIDDEN for r in rejections)
+        failed = rejected_items(plan, ordered)
+        train_clips, train_copies = train_counts(plan, failed)
         if "train" in manifest["splits"]:
             manifest["splits"]["train"]["copies_per_class"] = train_copies
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
         out.write(ERRORS, rejections_csv(errors))
         out.write(MANIFEST, json_bytes(manifest))
+    written = [clip for clip in clips if (clip.split, clip.rel) not in failed]
+    lost: dict[str, int] = {}
+    for clip in clips:
+        if clip.split != "test" and clip.label is not None and (clip.split, clip.rel) in failed:
+            lost[clip.label] = lost.get(clip.label, 0) + 1
+    warnings = class_warnings(written, labels, lost) + imbalance_notes(train_clips, cfg.augment.balance_classes)
+    for line in warnings:  # from the clips written: a class whose every clip was rejected has none
+        print(plain(line), file=sys.stderr, flush=True)
     return RunResult(manifest, errors, time.perf_counter() - start, jobs, len(plan) - len(pending),
                      total_clips - done_clips)

@@ -12,7 +12,8 @@ reads it goes through `Manifest`, a frozen, typed view checked once, when it is 
     splits      per split (train, val, test): samples, clips, per_class samples, shards (name,
                 samples, bytes, sha256) and, for train, copies_per_class (augmented copies)
     stats       per-band mel_mean and mel_std of the train split
-    inputs      total, written, rejected; cropped clips and the seconds of audio cropped
+    inputs      total, written, rejected; cropped clips and the seconds of audio cropped; hidden
+                files rejected unread (within rejected)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Inputs:
     rejected: int
     cropped: int = 0  # clips longer than duration_s, cropped to it (without audio.segment) ...
     cropped_s: float = 0.0  # ... and the seconds of audio the crop dropped
+    hidden: int = 0  # rejected as hidden files (names starting with "."): never read, not a failure
 
 
 @dataclass(frozen=True)

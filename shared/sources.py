@@ -2,6 +2,13 @@
 
 Every input the user gave ends up either as a `Clip` or as a `Rejection` (a future errors.csv
 row), so the count identity `written + rejected == total` starts here.
+
+Listing rules for a folder: a file is an input when its extension is an audio one
+(`AUDIO_EXTENSIONS`); other files (notes, images, `.DS_Store`, `Thumbs.db`) are not inputs.
+A hidden file with an audio extension (its name, or a folder's above it, starts with `.`: an
+editor's `.take1.wav`, a `.backup/` folder, macOS's `._name.wav` resource forks) is an input
+that is never read: a `hidden` rejection, so nothing that looks like audio vanishes unseen.
+A CSV lists its inputs itself: a hidden path named in a row is read like any other.
 """
 
 from __future__ import annotations
@@ -50,8 +57,29 @@ class Rejection:
     detail: str
 
 
+HIDDEN = "hidden"  # the rejection reason of a hidden file with an audio extension
+
+
+def _has_audio_extension(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
 def _is_audio(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+    return not name.startswith(".") and _has_audio_extension(name)
+
+
+def hidden_rejection(rel: str) -> Rejection:
+    """The `hidden` row of a hidden file (`rel` has a part starting with `.`), saying which part."""
+    parts = rel.split("/")
+    name = parts[-1]
+    folder = next((part for part in parts[:-1] if part.startswith(".")), None)
+    if folder is not None:
+        detail = f"it is in the hidden folder '{folder}'; not read (rename the folder to include it)"
+    elif name.startswith("._"):
+        detail = "a macOS resource fork ('._' file: Finder metadata, not audio); not read"
+    else:
+        detail = "its name starts with '.' (a hidden file); not read (rename it to include it)"
+    return Rejection(rel, "list", HIDDEN, detail)
 
 
 def _stat(path: Path | str) -> os.stat_result | None:
@@ -62,37 +90,61 @@ def _stat(path: Path | str) -> os.stat_result | None:
         return None
 
 
-def _walk_audio(root: Path, rejections: list[Rejection]) -> list[tuple[str, str]]:
+def _walk_audio(root: Path, rejections: list[Rejection],
+                hidden: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(path, path relative to `root` with `/`) of the audio files below `root`, following
     symlinked folders but never around a loop. Plain strings: at a million files pathlib's
-    objects cost more than the walk."""
+    objects cost more than the walk.
+
+    Hidden files and folders (names starting with `.`) are left out; with `hidden`, the hidden
+    files with an audio extension, in hidden folders too, are added to it. Hidden folders are
+    walked after every visible one, so a hidden link to a listed folder adds nothing."""
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
+    top = str(root)
 
     def on_error(error: OSError) -> None:
-        rel = os.path.relpath(error.filename, root) if error.filename else str(root)
+        rel = os.path.relpath(error.filename, top).replace(os.sep, "/") if error.filename else str(root)
         rejections.append(Rejection(rel, "list", "unreadable_folder",
                                     f"{error.strerror}; its files were not listed"))
 
-    top = str(root)
-    for folder, dirs, files in os.walk(top, followlinks=True, onerror=on_error):
-        real = os.path.realpath(folder)
-        if real in seen:  # a symlink loop or a second link to a folder already listed
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        below = os.path.relpath(folder, top).replace(os.sep, "/")
-        prefix = "" if below == "." else below + "/"
-        found.extend((os.path.join(folder, name), prefix + name) for name in sorted(files) if _is_audio(name))
+    def walk(start: str, keep: list[tuple[str, str]], hidden_folders: list[str] | None) -> None:
+        for folder, dirs, files in os.walk(start, followlinks=True, onerror=on_error):
+            real = os.path.realpath(folder)
+            if real in seen:  # a symlink loop or a second link to a folder already listed
+                dirs[:] = []
+                continue
+            seen.add(real)
+            if hidden_folders is not None:  # the visible walk: hidden folders wait for the second one
+                hidden_folders.extend(os.path.join(folder, d) for d in sorted(dirs) if d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            else:
+                dirs.sort()
+            below = os.path.relpath(folder, top).replace(os.sep, "/")
+            prefix = "" if below == "." else below + "/"
+            for name in sorted(files):
+                if hidden_folders is not None and _is_audio(name):
+                    keep.append((os.path.join(folder, name), prefix + name))
+                elif hidden is not None and _has_audio_extension(name):
+                    hidden.append((os.path.join(folder, name), prefix + name))
+
+    later: list[str] = []
+    walk(top, found, later)
+    if hidden is not None:
+        for folder in later:
+            walk(folder, [], None)
     return found
 
 
-def list_folder(root: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]:
-    """A folder: with `labeled`, one subfolder per class; otherwise any audio below it."""
+def list_folder(root: Path, labeled: bool, report_hidden: bool = False) -> tuple[list[Clip], list[Rejection]]:
+    """A folder: with `labeled`, one subfolder per class; otherwise any audio below it. With
+    `report_hidden`, each hidden file with an audio extension is a `hidden` rejection (never read)."""
     clips: list[Clip] = []
     rejections: list[Rejection] = []
-    for path, rel in _walk_audio(root, rejections):
+    hidden: list[tuple[str, str]] | None = [] if report_hidden else None
+    found = _walk_audio(root, rejections, hidden)
+    rejections.extend(hidden_rejection(rel) for _, rel in hidden or [])
+    for path, rel in found:
         if labeled and "/" not in rel:
             rejections.append(Rejection(rel, "list", "no_class_folder",
                                         "audio files must sit in a subfolder named after their class"))
@@ -145,10 +197,13 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
         raise UsageError(f"CSV {csv_path} has no column {', '.join(missing)} (read as "
                          f"{DELIMITER_NAMES[sep]}-separated); expected a header line with {layout}, "
                          "separated by commas, tabs or semicolons")
+    rows = len(table)
+    if rows == 0:
+        layout = "path,label" if labeled else "path"
+        raise UsageError(f"CSV {csv_path} has a header but no rows; add one line per clip ({layout})")
     base = csv_path.parent
     clips: list[Clip] = []
     rejections: list[Rejection] = []
-    rows = len(table)
     column = {name: table[name].astype(str).tolist() if name in table.columns else [""] * rows
               for name in ("path", "label", "group", "split")}
     for raw_path, raw_label, raw_group, raw_split in zip(*column.values()):
@@ -184,8 +239,9 @@ def joined(base: Path, rel: str) -> tuple[str, str]:
     return str(base / rel), Path(rel).as_posix()
 
 
-def list_source(src: Path, labeled: bool = True) -> tuple[list[Clip], list[Rejection]]:
-    """List a folder or CSV; a missing or empty source is a usage error."""
+def list_source(src: Path, labeled: bool = True, report_hidden: bool = False) -> tuple[list[Clip], list[Rejection]]:
+    """List a folder or CSV; a missing or empty source is a usage error. `report_hidden`: a
+    folder's hidden audio files become `hidden` rejections (see the module docstring)."""
     src = Path(src)
     if not src.exists():
         raise UsageError(f"{src} does not exist; pass a folder of class subfolders or a CSV "
@@ -195,7 +251,7 @@ def list_source(src: Path, labeled: bool = True) -> tuple[list[Clip], list[Rejec
             raise UsageError(f"{src} is a file but not a CSV; pass a folder or a .csv file")
         clips, rejections = list_csv(src, labeled)
     else:
-        clips, rejections = list_folder(src, labeled)
+        clips, rejections = list_folder(src, labeled, report_hidden)
     if not clips and not rejections:
         what = "one subfolder per class holding audio files" if labeled else "audio files"
         raise UsageError(f"no audio found in {src}; expected {what} "

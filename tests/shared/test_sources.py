@@ -82,3 +82,33 @@ def test_a_repeated_csv_column_takes_the_first(tmp_path):
     (tmp_path / "list.csv").write_text("path,Label,label\na.wav,dog,cat\n")
     clips, rejections = list_csv(tmp_path / "list.csv", labeled=True)
     assert [c.label for c in clips] == ["dog"] and rejections == []
+
+
+def test_hidden_audio_files_are_hidden_rejections_only_when_asked(tmp_path):
+    from shared.sources import list_source
+
+    for rel in ("dog/a.wav", "dog/.take1.wav", "dog/._a.wav", "dog/.backup/b.flac", "dog/.backup/deeper/c.wav",
+                ".Trash/d.wav", "dog/notes.txt", "dog/.DS_Store", "dog/.backup/e.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "dog" / ".alias").symlink_to(tmp_path / "dog")  # a hidden loop back to a listed folder
+
+    clips, rejections = list_source(tmp_path, labeled=True, report_hidden=True)
+    assert [c.rel for c in clips] == ["dog/a.wav"]
+    assert sorted((r.path, r.stage, r.reason) for r in rejections) == [
+        (".Trash/d.wav", "list", "hidden"), ("dog/._a.wav", "list", "hidden"),
+        ("dog/.backup/b.flac", "list", "hidden"), ("dog/.backup/deeper/c.wav", "list", "hidden"),
+        ("dog/.take1.wav", "list", "hidden")]
+    clips, rejections = list_source(tmp_path, labeled=True)  # predict's listing: hidden files left out
+    assert [c.rel for c in clips] == ["dog/a.wav"] and rejections == []
+    clips, rejections = list_source(tmp_path / "dog", labeled=False, report_hidden=True)  # a test folder
+    assert [c.rel for c in clips] == ["a.wav"] and len(rejections) == 4
+
+
+def test_a_folder_of_only_hidden_files_is_not_a_usage_error(tmp_path):
+    from shared.sources import list_source
+
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "._a.wav").write_bytes(b"x")
+    clips, rejections = list_source(tmp_path, labeled=True, report_hidden=True)
+    assert clips == [] and [r.reason for r in rejections] == ["hidden"]
