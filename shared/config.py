@@ -8,6 +8,7 @@ from the recorded `AudioConfig` instead of from its own defaults.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import sys
 import typing
 from collections.abc import Iterable
@@ -30,6 +31,14 @@ DB_REFERENCES = ("full_scale", "clip_max")
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy generators (the stratified split) take seeds up to this
+
+
+def _check_seed(value: Any) -> None:
+    _require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= SEED_MAX,
+             f"seed must be a whole number from 0 to {SEED_MAX} (2**32 - 1), got {value!r}")
 
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
@@ -159,6 +168,7 @@ class PreprocessConfig:
     max_rejected: float = option(0.5, "fail when more than this share of inputs is rejected")
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
         _require(self.shard_size >= 1, "shard_size must be at least 1")
         _require(0 <= self.max_rejected <= 1, "max_rejected must be in [0, 1]")
@@ -287,6 +297,7 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model")
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         _require(0 < self.width <= 8, "width must be in (0, 8]")
         _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")

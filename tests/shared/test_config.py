@@ -57,3 +57,15 @@ def test_bad_training_values_name_the_key(data, message):
 
     with pytest.raises(ConfigError, match=message):
         from_dict(TrainConfig, data)
+
+
+@pytest.mark.parametrize("seed", [-5, 2**32, 1.5, True, "7"])
+def test_a_seed_outside_0_to_2_32_is_refused_naming_the_key_and_range(seed):
+    from shared.config import TrainConfig
+
+    for cls in (PreprocessConfig, TrainConfig):
+        with pytest.raises(ConfigError, match=r"seed must be a whole number from 0 to 4294967295"):
+            from_dict(cls, {"seed": seed})
+    for edge in (0, 2**32 - 1):
+        assert from_dict(PreprocessConfig, {"seed": edge}).seed == edge
+        assert from_dict(TrainConfig, {"seed": edge}).seed == edge
