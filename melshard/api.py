@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict,
 from shared.errors import DataError, UsageError
 from shared.location import location
 from shared.manifest import Manifest
-from shared.rejections import rejections_frame
+from shared.rejections import rejections_frame, unique_clips
+from shared.sources import Clip, Rejection
 
 # ---------------------------------------------------------------------------------------------
 # preprocess
@@ -152,8 +153,9 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     `inputs` is a shard folder (its `split`), an audio folder, a CSV with a `path` column, or a
     list of audio files. Returns one row per input: `filename`, `label` and, with
     `probabilities`, one column per class, sorted by filename (the rows of `python -m trainer
-    predict --probabilities`). Inputs that give no features raise `DataError` unless
-    `allow_missing`; then they are in `frame.attrs["errors"]` (path, stage, reason, detail).
+    predict --probabilities`). Inputs that give no features, and each repeat of a file listed
+    earlier (`duplicate_path`), raise `DataError` unless `allow_missing`; then they are in
+    `frame.attrs["errors"]` (path, stage, reason, detail).
     `adapt_bn` first re-estimates the model's BatchNorm statistics on these inputs (`--adapt-bn`;
     a model passed in is changed in place, its `adapted` field says on how many clips).
     """
@@ -165,8 +167,11 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
         predicted = predict_source(predictor, Path(inputs),
                                    PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard,
                                                   adapt_bn=adapt_bn))
-    else:
-        predicted = predict_files(predictor, [(str(p), str(p), None, None) for p in inputs], jobs, adapt=adapt_bn)
+    else:  # a file given twice is predicted once; the repeat is a `duplicate_path` error, as from a CSV
+        repeated: list[Rejection] = []
+        clips = unique_clips([Clip(str(p), str(p), None) for p in inputs], repeated)
+        predicted = predict_files(predictor, [(c.path, c.rel, None, None) for c in clips], jobs, adapt=adapt_bn)
+        predicted = replace(predicted, rejected=repeated + predicted.rejected)
     files, _ = by_file(predicted, aggregate)
     if files.rejected and not allow_missing:
         first = files.rejected[0]

@@ -292,8 +292,12 @@ def _file_mels(p: Predictor, items: list[tuple[str, str, str | None, str | None]
 
 
 def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:
-    """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV."""
+    """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV. A file
+    listed twice is predicted once: each later row is a `duplicate_path` rejection, as in
+    preprocessing (`shared.rejections.unique_clips`)."""
+    from shared.rejections import unique_clips
     from shared.sources import list_source
 
     clips, rejections = list_source(source, labeled=labeled)
+    clips = unique_clips(clips, rejections)
     return [(c.path, c.rel, c.label, c.group) for c in clips], rejections

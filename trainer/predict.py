@@ -2,8 +2,9 @@
 
 X is a shard folder (its `test` split, or `--split`) or raw audio (a folder or a CSV with a
 `path` column). The CSV has `filename,label` (plus one probability column per class with
-`--probabilities`), one row per input, sorted by filename. Inputs that cannot be decoded go to
-`<out>.errors.csv` and make the exit status 1, unless `--allow-missing`. The windows of a
+`--probabilities`), one row per input, sorted by filename. Inputs that cannot be decoded, and
+each later listing of a file listed twice (`duplicate_path`), go to `<out>.errors.csv` and make
+the exit status 1, unless `--allow-missing`. The windows of a
 segmented recording (`--segment` at preprocessing) give one row per file, their probabilities
 combined by `--aggregate` (mean or max); `--windows` also writes `<out>.windows.csv`, one row per
 window.
@@ -22,7 +23,7 @@ import pandas as pd
 from shared.atomic import text_bytes, write_bytes
 from shared.console import plain
 from shared.manifest import MANIFEST
-from shared.rejections import rejections_csv
+from shared.rejections import reason_counts, rejections_csv
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
@@ -113,11 +114,13 @@ def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
+    left_out = f"{len(predicted.rejected)} inputs left out"
+    counts = reason_counts(predicted.rejected)
     print(plain(f"wrote {out}: {len(predicted.paths)} predictions"
                 + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
-                + (f"; {len(predicted.rejected)} inputs failed, see {errors}" if predicted.rejected else "")))
+                + (f"; {left_out} ({counts}), see {errors}" if predicted.rejected else "")))
     if predicted.rejected and not opts.allow_missing:
-        print(plain(f"error: {len(predicted.rejected)} inputs could not be predicted (see {errors}); "
-                    "pass --allow-missing to accept a submission without them"), file=sys.stderr)
+        print(plain(f"error: {left_out} ({counts}; see {errors}); pass --allow-missing to accept a submission "
+                    "without them"), file=sys.stderr)
         return 1
     return 0

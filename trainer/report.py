@@ -23,7 +23,7 @@ from shared.atomic import text_bytes, write_bytes, write_json  # noqa: E402
 from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
 from shared.labels import label_index  # noqa: E402
-from shared.rejections import rejections_csv  # noqa: E402
+from shared.rejections import reason_counts, rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
 
@@ -139,7 +139,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     _show(metrics, table, console or Console())
     if predicted.rejected:
         (console or Console(stderr=True)).print(
-            shown(f"warning: {len(predicted.rejected)} inputs could not be evaluated; see {skipped}"))
+            shown(f"warning: {len(predicted.rejected)} inputs could not be evaluated "
+                  f"({reason_counts(predicted.rejected)}); see {skipped}"))
     return metrics
 
 
