@@ -25,8 +25,8 @@ from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict,
 from shared.errors import DataError, UsageError
 from shared.location import location
 from shared.manifest import Manifest
-from shared.rejections import rejections_frame, unique_clips
-from shared.sources import Clip, Rejection
+from shared.rejections import rejections_frame
+from shared.sources import Clip, Rejection, drop_duplicates
 
 # ---------------------------------------------------------------------------------------------
 # preprocess
@@ -169,7 +169,7 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
                                                   adapt_bn=adapt_bn))
     else:  # a file given twice is predicted once; the repeat is a `duplicate_path` error, as from a CSV
         repeated: list[Rejection] = []
-        clips = unique_clips([Clip(str(p), str(p), None) for p in inputs], repeated)
+        clips = drop_duplicates([Clip(str(p), str(p), None) for p in inputs], repeated)
         predicted = predict_files(predictor, [(c.path, c.rel, None, None) for c in clips], jobs, adapt=adapt_bn)
         predicted = replace(predicted, rejected=repeated + predicted.rejected)
     files, _ = by_file(predicted, aggregate)

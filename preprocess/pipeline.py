@@ -74,9 +74,9 @@ def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
     for the user (hidden files, labels ignored, the split obtained) go to `notes`. The class
     warnings wait for the run's end (`class_warnings`): they count the clips actually written."""
     notes = notes if notes is not None else []
-    clips, rejections = list_source(opts.src, labeled=True, report_hidden=True)
+    clips, rejections = list_source(opts.src, labeled=True)
     if opts.test is not None:
-        test_clips, test_rejections = list_source(opts.test, labeled=False, report_hidden=True)
+        test_clips, test_rejections = list_source(opts.test, labeled=False)
         clips += test_clips
         rejections += test_rejections
     hidden = [r.path for r in rejections if r.reason == HIDDEN]

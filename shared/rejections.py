@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
 from shared.atomic import text_bytes
-from shared.sources import Clip, Rejection, drop_duplicates
+from shared.sources import Rejection
 
 COLUMNS = ["path", "stage", "reason", "detail"]
 
@@ -25,41 +24,6 @@ def rejections_frame(rows: Iterable[Rejection | Sequence[str]], sort: bool = Fal
 def rejections_csv(rows: Iterable[Rejection | Sequence[str]], sort: bool = False) -> bytes:
     """The CSV file of `rejections_frame(rows, sort)`: UTF-8, a path's undecodable bytes as \\xNN."""
     return text_bytes(rejections_frame(rows, sort).to_csv(index=False))
-
-
-def unique_clips(clips: list[Clip], rejections: list[Rejection]) -> list[Clip]:
-    """`drop_duplicates`: the first listing of each file is kept, each later one becomes a
-    `duplicate_path` rejection; where the later row gives the file another label, its detail
-    names both labels (the first one is the label used)."""
-    start = len(rejections)
-    kept = drop_duplicates(clips, rejections)
-    if len(kept) == len(clips):
-        return kept
-    dropped, position = [], 0  # `kept` is a subsequence of `clips`, the rejections follow `dropped`'s order
-    for clip in clips:
-        if position < len(kept) and clip is kept[position]:
-            position += 1
-        else:
-            dropped.append(clip)
-    labeled = [(i, clip) for i, clip in enumerate(dropped) if clip.label is not None]
-    if not labeled:
-        return kept
-    # The kept clip of each dropped one: the same real path. Only clips with a dropped one's size
-    # and modification time (from the listing's stat, in memory) can be it, so a long list with a
-    # few repeats costs a few path resolutions, not one per file.
-    stats = {(clip.size, clip.mtime_ns) for _, clip in labeled}
-    first = {}
-    for clip in kept:
-        if (clip.size, clip.mtime_ns) in stats:
-            first.setdefault(os.path.realpath(clip.path), clip)
-    for i, clip in labeled:
-        earlier = first.get(os.path.realpath(clip.path))
-        if earlier is not None and earlier.label != clip.label:
-            row = rejections[start + i]
-            rejections[start + i] = Rejection(row.path, row.stage, row.reason,
-                                              f"{row.detail} with label '{earlier.label}'; this row's label "
-                                              f"'{clip.label}' differs and was not used")
-    return kept
 
 
 def reason_counts(rows: Iterable[Rejection]) -> str:

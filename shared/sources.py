@@ -136,14 +136,14 @@ def _walk_audio(root: Path, rejections: list[Rejection],
     return found
 
 
-def list_folder(root: Path, labeled: bool, report_hidden: bool = False) -> tuple[list[Clip], list[Rejection]]:
-    """A folder: with `labeled`, one subfolder per class; otherwise any audio below it. With
-    `report_hidden`, each hidden file with an audio extension is a `hidden` rejection (never read)."""
+def list_folder(root: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]]:
+    """A folder: with `labeled`, one subfolder per class; otherwise any audio below it. Each
+    hidden file with an audio extension is a `hidden` rejection (never read)."""
     clips: list[Clip] = []
     rejections: list[Rejection] = []
-    hidden: list[tuple[str, str]] | None = [] if report_hidden else None
+    hidden: list[tuple[str, str]] = []
     found = _walk_audio(root, rejections, hidden)
-    rejections.extend(hidden_rejection(rel) for _, rel in hidden or [])
+    rejections.extend(hidden_rejection(rel) for _, rel in hidden)
     for path, rel in found:
         if labeled and "/" not in rel:
             rejections.append(Rejection(rel, "list", "no_class_folder",
@@ -239,9 +239,9 @@ def joined(base: Path, rel: str) -> tuple[str, str]:
     return str(base / rel), Path(rel).as_posix()
 
 
-def list_source(src: Path, labeled: bool = True, report_hidden: bool = False) -> tuple[list[Clip], list[Rejection]]:
-    """List a folder or CSV; a missing or empty source is a usage error. `report_hidden`: a
-    folder's hidden audio files become `hidden` rejections (see the module docstring)."""
+def list_source(src: Path, labeled: bool = True) -> tuple[list[Clip], list[Rejection]]:
+    """List a folder or CSV; a missing or empty source is a usage error. A folder's hidden audio
+    files are `hidden` rejections (see the module docstring)."""
     src = Path(src)
     if not src.exists():
         raise UsageError(f"{src} does not exist; pass a folder of class subfolders or a CSV "
@@ -251,7 +251,7 @@ def list_source(src: Path, labeled: bool = True, report_hidden: bool = False) ->
             raise UsageError(f"{src} is a file but not a CSV; pass a folder or a .csv file")
         clips, rejections = list_csv(src, labeled)
     else:
-        clips, rejections = list_folder(src, labeled, report_hidden)
+        clips, rejections = list_folder(src, labeled)
     if not clips and not rejections:
         what = "one subfolder per class holding audio files" if labeled else "audio files"
         raise UsageError(f"no audio found in {src}; expected {what} "
@@ -261,18 +261,22 @@ def list_source(src: Path, labeled: bool = True, report_hidden: bool = False) ->
 
 def drop_duplicates(clips: list[Clip], rejections: list[Rejection]) -> list[Clip]:
     """Keep the first listing of each file (by real path); later ones become `duplicate_path`
-    rejections."""
-    first: dict[str, str] = {}
+    rejections, whose detail names both labels where a later row gives the file another one
+    (the first row's label is the one used)."""
+    first: dict[str, Clip] = {}
     folders: dict[str, str] = {}  # each folder's real path, resolved once
     kept = []
     for clip in clips:
         real = _real_path(clip.path, folders)
-        if real in first:
-            rejections.append(Rejection(clip.rel, "list", "duplicate_path",
-                                        f"the same file as {first[real]}, listed earlier"))
-        else:
-            first[real] = clip.rel
+        earlier = first.get(real)
+        if earlier is None:
+            first[real] = clip
             kept.append(clip)
+            continue
+        detail = f"the same file as {earlier.rel}, listed earlier"
+        if clip.label is not None and clip.label != earlier.label:
+            detail += f" with label '{earlier.label}'; this row's label '{clip.label}' differs and was not used"
+        rejections.append(Rejection(clip.rel, "list", "duplicate_path", detail))
     return kept
 
 

@@ -292,12 +292,11 @@ def _file_mels(p: Predictor, items: list[tuple[str, str, str | None, str | None]
 
 
 def list_inputs(source: Path, labeled: bool) -> tuple[list[tuple[str, str, str | None, str | None]], list[Rejection]]:
-    """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV. A file
-    listed twice is predicted once: each later row is a `duplicate_path` rejection, as in
-    preprocessing (`shared.rejections.unique_clips`)."""
-    from shared.rejections import unique_clips
-    from shared.sources import list_source
+    """Raw audio to predict: a folder (labels from class folders when `labeled`) or a CSV. As in
+    preprocessing, a file listed twice is predicted once (each later row is a `duplicate_path`
+    rejection) and a folder's hidden audio files are `hidden` rejections."""
+    from shared.sources import drop_duplicates, list_source
 
     clips, rejections = list_source(source, labeled=labeled)
-    clips = unique_clips(clips, rejections)
+    clips = drop_duplicates(clips, rejections)
     return [(c.path, c.rel, c.label, c.group) for c in clips], rejections

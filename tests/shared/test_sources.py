@@ -84,7 +84,7 @@ def test_a_repeated_csv_column_takes_the_first(tmp_path):
     assert [c.label for c in clips] == ["dog"] and rejections == []
 
 
-def test_hidden_audio_files_are_hidden_rejections_only_when_asked(tmp_path):
+def test_hidden_audio_files_are_hidden_rejections(tmp_path):
     from shared.sources import list_source
 
     for rel in ("dog/a.wav", "dog/.take1.wav", "dog/._a.wav", "dog/.backup/b.flac", "dog/.backup/deeper/c.wav",
@@ -93,15 +93,13 @@ def test_hidden_audio_files_are_hidden_rejections_only_when_asked(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "dog" / ".alias").symlink_to(tmp_path / "dog")  # a hidden loop back to a listed folder
 
-    clips, rejections = list_source(tmp_path, labeled=True, report_hidden=True)
+    clips, rejections = list_source(tmp_path, labeled=True)
     assert [c.rel for c in clips] == ["dog/a.wav"]
     assert sorted((r.path, r.stage, r.reason) for r in rejections) == [
         (".Trash/d.wav", "list", "hidden"), ("dog/._a.wav", "list", "hidden"),
         ("dog/.backup/b.flac", "list", "hidden"), ("dog/.backup/deeper/c.wav", "list", "hidden"),
         ("dog/.take1.wav", "list", "hidden")]
-    clips, rejections = list_source(tmp_path, labeled=True)  # predict's listing: hidden files left out
-    assert [c.rel for c in clips] == ["dog/a.wav"] and rejections == []
-    clips, rejections = list_source(tmp_path / "dog", labeled=False, report_hidden=True)  # a test folder
+    clips, rejections = list_source(tmp_path / "dog", labeled=False)  # a test folder
     assert [c.rel for c in clips] == ["a.wav"] and len(rejections) == 4
 
 
@@ -110,5 +108,5 @@ def test_a_folder_of_only_hidden_files_is_not_a_usage_error(tmp_path):
 
     (tmp_path / "dog").mkdir()
     (tmp_path / "dog" / "._a.wav").write_bytes(b"x")
-    clips, rejections = list_source(tmp_path, labeled=True, report_hidden=True)
+    clips, rejections = list_source(tmp_path, labeled=True)
     assert clips == [] and [r.reason for r in rejections] == ["hidden"]

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 import melshard
-from shared.rejections import unique_clips
-from shared.sources import list_source
+from shared.sources import drop_duplicates, list_source
 from tests.audio_fixtures import run_module
 
 
@@ -78,7 +77,7 @@ def test_a_link_to_a_listed_file_with_another_label_names_both(tmp_path):
     os.symlink(tmp_path / "a" / "x.wav", tmp_path / "y.wav")
     (tmp_path / "list.csv").write_text("path,label\na/x.wav,a\ny.wav,b\ny.wav,a\n")
     clips, rejections = list_source(tmp_path / "list.csv")
-    kept = unique_clips(clips, rejections)
+    kept = drop_duplicates(clips, rejections)
     assert [c.rel for c in kept] == ["a/x.wav"]
     assert [(r.path, r.reason) for r in rejections] == [("y.wav", "duplicate_path")] * 2
     assert "'a'" in rejections[0].detail and "'b'" in rejections[0].detail
@@ -113,3 +112,14 @@ def test_evaluate_has_no_allow_missing_warns_and_exits_0_or_1_when_nothing_is_sc
     assert pd.read_csv(run / "report" / "not_evaluated.csv")["path"].tolist() == ["broken.wav"]
     none = run_module("trainer", "evaluate", str(run), "--input", str(folder / "none.csv"), "--jobs", "1")
     assert none.returncode == 1 and "nothing in" in none.stderr and "Traceback" not in none.stderr, none.stderr
+
+
+def test_predicts_listing_reports_a_folders_hidden_audio_files(tmp_path):
+    from trainer.inference import list_inputs
+
+    for rel in ("x.wav", "._x.wav", ".old/y.wav", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"RIFF")
+    rows, rejections = list_inputs(tmp_path, labeled=False)
+    assert [rel for _, rel, _, _ in rows] == ["x.wav"]
+    assert sorted((r.path, r.reason) for r in rejections) == [("._x.wav", "hidden"), (".old/y.wav", "hidden")]
