@@ -27,7 +27,7 @@ from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
 from shared.console import plain
-from shared.errors import DataError, UsageError, report
+from shared.errors import ConfigError, DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
 from shared.manifest import Manifest
@@ -74,6 +74,30 @@ def flat_name(config: type):
     return lambda field: next((flat for flat, where in NESTED.items() if where == (table, field)), field)
 
 
+# `[audio]` keys a TOML file may also give at the top level: the long-recording settings. Every
+# other `[audio]` or `[augment]` key at the top level is refused with the table it belongs in.
+TOP_LEVEL_AUDIO = ("segment", "segment_hop_s", "min_segment_s", "silence_dbfs")
+
+
+def _lift_top_level(data: dict[str, Any]) -> None:
+    """Move `TOP_LEVEL_AUDIO` keys given at the top level of a TOML-shaped dict into its `audio`
+    table; refuse one given in both places, and any other audio or augment key at the top level."""
+    for key in TOP_LEVEL_AUDIO:
+        if key not in data:
+            continue
+        if isinstance(data["audio"], dict):
+            if key in data["audio"]:
+                raise ConfigError(f"{key} is given both at the top level and under [audio]; keep one")
+            data["audio"][key] = data.pop(key)
+    tables = {**{f.name: "audio" for f in dataclasses.fields(AudioConfig)},
+              **{f.name: "augment" for f in dataclasses.fields(AugmentConfig)}}
+    misplaced = [key for key in data if key in tables]
+    if misplaced:
+        key = misplaced[0]
+        raise ConfigError(f"{key} belongs under [{tables[key]}] in the config, not at the top level (of the "
+                          f"[audio] keys only {', '.join(TOP_LEVEL_AUDIO)} may also be at the top level)")
+
+
 def resolve(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig]:
     """Merge the TOML file and the command line (which wins) into options and a config."""
     data: dict[str, Any] = load_toml(args.config) if args.config else {}
@@ -90,9 +114,7 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | 
     `given` options (None: not given; names as in `NESTED`) -> run options and a validated config."""
     data.setdefault("audio", {})
     data.setdefault("augment", {})
-    for key in ("segment", "segment_hop_s", "min_segment_s"):  # also accepted outside [audio]
-        if key in data:
-            data["audio"][key] = data.pop(key)
+    _lift_top_level(data)
     for key, value in given.items():
         if value is None:
             continue

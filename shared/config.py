@@ -95,6 +95,10 @@ class AudioConfig:
                  f"audio.db_reference must be one of {', '.join(DB_REFERENCES)}")
         _require(0 <= self.segment_hop_s <= 3600, "audio.segment_hop_s must be in [0, 3600] (0: duration_s)")
         _require(self.min_segment_s >= 0, "audio.min_segment_s must be >= 0")
+        # dBFS is relative to full scale (1.0): no clip's peak is above 0, so a floor above it
+        # would reject every clip as silent.
+        _require(self.silence_dbfs <= 0, f"audio.silence_dbfs must be <= 0 (dB relative to full scale; "
+                                         f"default -80), got {self.silence_dbfs}")
 
     @property
     def n_samples(self) -> int:
