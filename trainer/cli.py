@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict a shard split or raw audio into a CSV")
     predict.add_argument("run", help="run folder with best.pt")
-    predict.add_argument("--input", required=True, help="shard folder, audio folder, or CSV with a path column")
+    predict.add_argument("--input", required=True, help="shard folder (or its URL, as train takes), audio folder, "
+                                                        "or CSV with a path column")
     predict.add_argument("--out", required=True, help="CSV to write (filename,label)")
     predict.add_argument("--split", default="test", help="split of a shard folder (default test)")
     predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run on labeled data and write RUN/report/")
     evaluate.add_argument("run", help="run folder with best.pt")
     source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--shards", help="shard folder")
+    source.add_argument("--shards", help="shard folder, or its URL (https://..., s3://..., 'pipe:CMD {}')")
     source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
     _tta_option(evaluate)
@@ -110,6 +111,15 @@ def predict_options(args: argparse.Namespace, **fixed: Any):
     return PredictOptions(**{**given, **fixed})
 
 
+def local_input(text: str) -> Path:
+    """`evaluate --input`: labeled raw audio, which must be local (a URL names a shard folder)."""
+    where = location(text)
+    if not isinstance(where, Path):
+        raise UsageError(f"--input {text}: labeled audio must be a local folder or CSV; a URL can only name a "
+                         "shard folder (evaluate --shards URL, predict --input URL, train URL)")
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -122,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.predict import run_predict
 
             with main_process_interrupts():  # Ctrl-C: one line here, no worker tracebacks
-                return run_predict(Path(args.run), Path(args.input), Path(args.out), predict_options(args))
+                return run_predict(Path(args.run), location(args.input), Path(args.out), predict_options(args))
         if args.command == "evaluate":
             from trainer.inference import by_file
             from trainer.predict import predict_any
             from trainer.report import evaluate
 
-            source = Path(args.shards or args.input)
+            source = location(args.shards) if args.shards else local_input(args.input)
             with main_process_interrupts():
                 predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)

@@ -22,7 +22,9 @@ import pandas as pd
 
 from shared.atomic import text_bytes, write_bytes
 from shared.console import plain
-from shared.manifest import MANIFEST
+from shared.errors import UsageError, one_line
+from shared.location import is_remote
+from shared.manifest import MANIFEST, Manifest
 from shared.rejections import reason_counts, rejections_csv
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
@@ -45,15 +47,23 @@ class PredictOptions:
     adapt_bn: bool = False  # re-estimate BatchNorm statistics on the inputs first (trainer/adapt.py)
 
 
-def predict_any(run: Path, source: Path, opts: PredictOptions) -> tuple[Predictor, Predicted]:
-    """(predictor, predictions) for a shard folder or raw audio."""
+def predict_any(run: Path, source: str | Path, opts: PredictOptions) -> tuple[Predictor, Predicted]:
+    """(predictor, predictions) for a shard folder (local, or a URL as `trainer train` takes) or raw audio."""
     predictor = load_predictor(run, opts.device, opts.which, opts.tta)
     return predictor, predict_source(predictor, source, opts)
 
 
-def predict_source(predictor: Predictor, source: Path, opts: PredictOptions) -> Predicted:
+def predict_source(predictor: Predictor, source: str | Path, opts: PredictOptions) -> Predicted:
     """A loaded model's predictions for a split of a shard folder, or for raw audio (a folder or a
-    CSV), with the inputs that could not be predicted in `rejected`."""
+    CSV), with the inputs that could not be predicted in `rejected`. A URL (`https://`, `s3://`,
+    `pipe:CMD {}`: `shared.location`) is a shard folder, read as training reads it; raw audio is local."""
+    if is_remote(source):
+        try:
+            Manifest.read(source)
+        except UsageError as exc:
+            raise UsageError(f"{one_line(exc)}; a URL must be a shard folder (raw audio must be local)") from None
+        return predict_shards(predictor, str(source), opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
+    source = Path(source)
     if (source / MANIFEST).exists():
         return predict_shards(predictor, source, opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
     items, rejected = list_inputs(source, opts.labeled)
@@ -102,7 +112,7 @@ def windows_path(out: Path) -> Path:
     return out.with_name(out.stem + ".windows.csv")
 
 
-def run_predict(run: Path, source: Path, out: Path, opts: PredictOptions) -> int:
+def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
     """Write the submission CSV `out` (and its errors and windows files); the exit status."""
     predictor, rows = predict_any(run, source, opts)
     predicted, windows = by_file(rows, opts.aggregate)
