@@ -129,29 +129,53 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool = False,
 
 
 def load_model(run: str | Path | TrainResult, device: str = "auto", *, which: str = "best", tta: bool | str = False):
-    """The trained model of a run folder (`best.pt`, or `last.pt` with `which="last"`) as a
-    `Predictor`: `.model` (eval mode), `.labels`, `.audio` (an `AudioConfig`), and
-    `.probabilities(mel)` for float16 mels `[B, n_mels, frames]` as `features` makes them.
+    """The trained model of a run as a `Predictor`: `run` is a run folder (its `best.pt`, or
+    `last.pt` with `which="last"`), a `TrainResult`, or a checkpoint file itself (`run.best`,
+    `"runs/cnn/last.pt"`). The `Predictor` has `.model` (eval mode), `.labels`, `.audio` (an
+    `AudioConfig`) and `.probabilities(mel)`: class probabilities `[B, C]` (a torch tensor on the
+    CPU) for mels `[B, n_mels, n_frames]` of the model's `audio` config as `features` makes them
+    (a numpy array or a tensor of any float dtype, rounded to float16 as the shards store them),
+    or `[C]` for one mel `[n_mels, n_frames]`; another shape raises `UsageError`.
     `tta`: average over views of each clip, "shift" (time shifts; True means it) or "warp"
     (frequency warps of 10% either way)."""
-    from trainer.inference import load_predictor
+    from trainer.inference import predictor_at
 
     if which not in ("best", "last"):
         raise UsageError(f"which must be 'best' or 'last', got {which!r}")
-    return load_predictor(_run_folder(run), device, which, tta)
+    return predictor_at(_checkpoint(run, which), device, tta)
 
 
-def _run_folder(run: Any) -> Path:
-    return run.run if isinstance(run, TrainResult) else Path(run)
+def _checkpoint(run: Any, which: str) -> Path:
+    """The checkpoint file a run argument names: `best.pt` (or `last.pt`) of a run folder or a
+    `TrainResult`, or a checkpoint file itself."""
+    from trainer import checkpoint
+
+    name = checkpoint.BEST if which == "best" else checkpoint.LAST
+    if isinstance(run, TrainResult):
+        return run.run / name
+    if isinstance(run, Shards):
+        raise UsageError(f"{run.location} is a shard folder, not a training run: pass the run folder "
+                         "(train's out) or its best.pt")
+    if not isinstance(run, (str, Path)):
+        raise UsageError(f"a run is a run folder, a checkpoint file (best.pt / last.pt), a TrainResult or a model "
+                         f"from load_model, got {type(run).__name__}")
+    path = Path(run)
+    if not (path.is_file() or (path.suffix == ".pt" and not path.is_dir())):
+        return path / name
+    if which == "last" and path.name != checkpoint.LAST:
+        raise UsageError(f"which='last' picks last.pt of a run folder, and {run} is a checkpoint file itself; "
+                         "pass the run folder, or the last.pt file")
+    return path
 
 
-def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str = "test", device: str = "auto",
+def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, split: str = "test", device: str = "auto",
             tta: bool | str = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
             allow_missing: bool = False, on_bad_shard: str = "fail", adapt_bn: bool = False) -> pd.DataFrame:
-    """Predict `inputs` with a run (a folder, a `TrainResult`, or a model from `load_model`).
+    """Predict `inputs` with a run (a run folder, a checkpoint file such as `run.best`, a
+    `TrainResult`, or a model from `load_model`).
 
-    `inputs` is a shard folder (its `split`), an audio folder, a CSV with a `path` column, or a
-    list of audio files. Returns one row per input: `filename`, `label` and, with
+    `inputs` is a shard folder or a `Shards` (its `split`), an audio folder, a CSV with a `path`
+    column, or a list of audio files. Returns one row per input: `filename`, `label` and, with
     `probabilities`, one column per class, sorted by filename (the rows of `python -m trainer
     predict --probabilities`). Inputs that give no features, and each repeat of a file listed
     earlier (`duplicate_path`), raise `DataError` unless `allow_missing`; then they are in
@@ -159,11 +183,13 @@ def predict(run: Any, inputs: str | Path | Sequence[str | Path], *, split: str =
     `adapt_bn` first re-estimates the model's BatchNorm statistics on these inputs (`--adapt-bn`;
     a model passed in is changed in place, its `adapted` field says on how many clips).
     """
-    from trainer.inference import Predictor, by_file, predict_files
+    from trainer.inference import Predictor, by_file, predict_files, predict_shards
     from trainer.predict import PredictOptions, predict_source, submission_frame
 
     predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
-    if isinstance(inputs, (str, Path)):
+    if isinstance(inputs, Shards):
+        predicted = predict_shards(predictor, inputs.location, split, on_bad_shard, adapt=adapt_bn)
+    elif isinstance(inputs, (str, Path)):
         predicted = predict_source(predictor, Path(inputs),
                                    PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard,
                                                   adapt_bn=adapt_bn))
@@ -186,8 +212,10 @@ def features(path_or_array: str | Path | np.ndarray, audio_config: AudioConfig |
              *, sr: int | None = None) -> np.ndarray:
     """The log-mel features (float16 `[n_mels, frames]`) of a file, or of samples at `sr` Hz,
     made by the one audio -> mel function that made the shards; pass the shards' or the model's
-    `audio` config (`Shards(...).audio`, `load_model(...).audio`). A file or array that gives no
-    features raises `AudioError` (its `reason`: empty_file, undecodable, silent, ...)."""
+    `audio` config (`Shards(...).audio`, `load_model(...).audio`). An array is mono `[samples]`
+    or `[samples, channels]` as soundfile reads it (mixed to mono); one with more channels than
+    samples raises `UsageError`: pass librosa's `[channels, samples]` as `y.T`. A file or array
+    that gives no features raises `AudioError` (its `reason`: empty_file, undecodable, silent, ...)."""
     if audio_config is None:
         cfg = AudioConfig()
     elif isinstance(audio_config, AudioConfig):

@@ -572,10 +572,16 @@ def file_to_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
 
 
 def array_to_mel(y: np.ndarray, sr: int, cfg: AudioConfig) -> np.ndarray:
-    """The features of audio already in memory (`[samples]` or `[samples, channels]` at `sr` Hz),
-    made as `file_to_mel` makes a file's: mixed to mono, resampled with soxr, silence refused,
-    trimmed, padded or cropped, log-mel."""
+    """The features of audio already in memory (`[samples]` or `[samples, channels]` at `sr` Hz,
+    as soundfile reads it), made as `file_to_mel` makes a file's: mixed to mono, resampled with
+    soxr, silence refused, trimmed, padded or cropped, log-mel. More channels than samples is
+    librosa's `[channels, samples]` layout read the wrong way round: a `UsageError`."""
+    from shared.errors import UsageError  # a wrong layout is the caller's mistake, not the audio's
+
     y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2 and y.shape[1] > y.shape[0]:
+        raise UsageError(f"audio of shape {y.shape} would be {y.shape[1]} channels of {y.shape[0]} sample(s); "
+                         "pass [samples, channels] as soundfile reads it, e.g. y.T for librosa's [channels, samples]")
     if y.ndim == 2:
         y = y.mean(axis=1)
     if y.ndim != 1 or y.size == 0:

@@ -219,6 +219,11 @@ def _fetch(folder: str | Path) -> tuple[bytes, str]:
             return (where.local / MANIFEST).read_bytes(), path
         return where.read_bytes(MANIFEST), path
     except FileNotFoundError:
+        run = [name for name in ("config.json", "best.pt", "last.pt") if (where.local / name).is_file()] \
+            if where.local is not None else []
+        if run:
+            raise UsageError(f"{folder} is a training run folder (it holds {', '.join(run)}), not a shard folder; "
+                             "point at the folder preprocess wrote (its --out) instead") from None
         raise UsageError(f"{path} not found; run `python -m preprocess SRC --out {folder}` "
                          "first, or point at a finished shard folder") from None
     except (OSError, DataError) as exc:

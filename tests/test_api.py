@@ -239,3 +239,67 @@ def test_preprocess_config_from_a_dict_or_toml_with_overrides_winning(made, tmp_
     cfg = melshard.PreprocessConfig(audio=melshard.AudioConfig(**TINY), augment=melshard.AugmentConfig(copies=0))
     other = melshard.preprocess(made["corpus"], tmp_path / "b", config=cfg, jobs=1, progress=False, seed=7)
     assert other.shards.config == melshard.PreprocessConfig(**{**cfg.__dict__, "seed": 7})
+
+
+def test_probabilities_take_what_features_makes(made, run):
+    model = melshard.load_model(run, "cpu")
+    mel = melshard.features(made["test"] / "t0.wav", model.audio)
+    expected = model.probabilities(torch.from_numpy(mel[None]))
+    assert expected.shape == (1, 4)
+    assert torch.equal(model.probabilities(mel[None]), expected)  # a numpy array as features returns it
+    assert torch.equal(model.probabilities(mel), expected[0])  # one mel: one row of probabilities
+    assert torch.equal(model.probabilities(mel.astype(np.float64)[None]), expected)  # any float dtype
+    assert torch.equal(model.probabilities(torch.from_numpy(mel).float()), expected[0])
+    for wrong in (mel[:16], mel[:, :100], np.zeros((2, 3, 32, 126), np.float16), mel.astype(np.int32)):
+        with pytest.raises(melshard.UsageError, match=r"\[batch, 32, 126\].*n_mels x n_frames.*melshard.features"):
+            model.probabilities(wrong)
+
+
+def test_a_run_is_its_folder_or_a_checkpoint_file(made, run, tmp_path):
+    frame = melshard.predict(run, made["test"], jobs=1)
+    from_best = melshard.predict(run.best, made["test"], jobs=1)  # the README's `run.best`
+    assert from_best.equals(frame)
+    last = melshard.load_model(run.run, "cpu", which="last")
+    assert melshard.predict(str(run.last), made["test"], jobs=1).equals(melshard.predict(last, made["test"], jobs=1))
+    assert melshard.load_model(run.best, "cpu").labels == ["chirp", "high", "low", "mid"]
+    with pytest.raises(melshard.UsageError, match="which='last' picks last.pt"):
+        melshard.load_model(run.best, which="last")
+    with pytest.raises(melshard.UsageError, match=r"nowhere.best\.pt not found"):
+        melshard.load_model(tmp_path / "nowhere" / "best.pt")
+    with pytest.raises(melshard.UsageError, match="shard folder, not a training run"):
+        melshard.load_model(melshard.Shards(made["root"] / "shards"))
+
+
+def test_predict_a_shards_split(made, run):
+    shards = melshard.Shards(made["root"] / "shards")
+    test = melshard.predict(run, shards)  # its test split, as for the shard folder's path
+    assert test.equals(melshard.predict(run, made["root"] / "shards", split="test"))
+    assert len(test) == 4
+    val = melshard.predict(run, shards, split="val", probabilities=False)
+    assert val.equals(melshard.predict(run, made["root"] / "shards", split="val", probabilities=False))
+    with pytest.raises(melshard.UsageError, match="no 'nope' split"):
+        melshard.predict(run, shards, split="nope")
+
+
+def test_features_refuse_channels_first_audio(made):
+    cfg = melshard.AudioConfig(**TINY)
+    y, sr = sf.read(made["test"] / "t1.wav", dtype="float32")
+    mono = melshard.features(y, cfg, sr=sr)
+    assert np.array_equal(melshard.features(np.stack([y, y], axis=1), cfg, sr=sr), mono)  # soundfile's layout
+    with pytest.raises(melshard.UsageError, match=rf"\(2, {len(y)}\).*\[samples, channels\].*y\.T"):
+        melshard.features(np.stack([y, y]), cfg, sr=sr)  # librosa's (channels, samples)
+    assert np.array_equal(melshard.features(np.stack([y, y]).T, cfg, sr=sr), mono)
+
+
+def test_loader_refuses_a_foreign_state(made):
+    loader = melshard.Shards(made["root"] / "shards").loader("train", batch_size=8)
+    for state in ({"x": 1}, {**loader.state_dict(), "layout": {"world": 1}}, [1, 2]):
+        with pytest.raises(melshard.UsageError, match=r"a state dict holds epoch, steps, layout \(.*batch_size"):
+            loader.load_state_dict(state)
+    loader.load_state_dict(loader.state_dict())
+
+
+def test_shards_of_a_run_folder_says_so(run):
+    with pytest.raises(melshard.UsageError, match=r"is a training run folder \(it holds config.json, best.pt"
+                                                  r".*the folder preprocess wrote"):
+        melshard.Shards(run.run)

@@ -141,12 +141,19 @@ class ShardStream(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at `state`: exactly as saved on the same layout; on another one, over exactly
         the samples of the epoch not yet consumed."""
+        fields = sorted(plan.Layout.__dataclass_fields__)
+        if not (isinstance(state, dict) and {"epoch", "steps", "layout", "before"} <= set(state)
+                and isinstance(state["layout"], dict) and sorted(state["layout"]) == fields
+                and isinstance(state["before"], dict) and {"ranges", "steps"} <= set(state["before"])):
+            got = f"keys {sorted(map(str, state))}" if isinstance(state, dict) else type(state).__name__
+            raise UsageError(f"not a loader position: a state dict holds epoch, steps, layout ({', '.join(fields)}) "
+                             f"and before (ranges, steps), as state_dict() returns it; got {got}")
         self.epoch, self.steps = int(state["epoch"]), int(state["steps"])
         self._base = plan.merge(tuple(r) for r in state["before"]["ranges"])
         self._base_steps = int(state["before"]["steps"])
         saved = plan.Layout(**state["layout"])
         if bool(saved.shuffle_buffer) != bool(self.layout.shuffle_buffer):
-            raise ValueError("a shuffled epoch's position cannot continue an unshuffled one, or the reverse")
+            raise UsageError("a shuffled epoch's position cannot continue an unshuffled one, or the reverse")
         if saved != self.layout:
             remaining = self._remaining(self._base)
             taken = plan.consumed(remaining, saved, self.steps, self.seed, self.epoch)

@@ -51,6 +51,7 @@ class Predictor:
     tta: str = ""  # "" (one view), or one of TTA: the views whose probabilities are averaged
     frames: int = 0  # the training crop (`train_frames`): predict on the centre this long; 0: all
     adapted: int = 0  # clips the BatchNorm statistics were re-estimated on (`adapt`); 0: training's
+    shape: tuple[int, int] | None = None  # (n_mels, frames) of every mel it takes (the checkpoint's audio config)
 
     def inputs(self, mel: torch.Tensor) -> torch.Tensor:
         """The model's input `[B, 1, M, T']` for float16 mels `[B, M, T]`."""
@@ -72,14 +73,38 @@ class Predictor:
                 yield warp_by(mel, warp_index(np.full(batch, alpha), self.audio))
 
     @torch.no_grad()
-    def probabilities(self, mel: torch.Tensor) -> torch.Tensor:
-        """Class probabilities `[B, C]` for float16 mels `[B, M, T]`, averaged over the TTA views."""
+    def probabilities(self, mel: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Class probabilities `[B, C]` for mels `[B, M, T]`, averaged over the TTA views (`[C]` for
+        one mel `[M, T]`). A numpy array or a tensor of any float dtype, rounded to float16 as the
+        shards store mels; `shape` is the `(M, T)` it must have: `UsageError` otherwise."""
+        mel = self._checked(mel)
+        if mel.ndim == 2:
+            return self.probabilities(mel[None])[0]
         total, count = None, 0
         for view in self.views(centre_crop(mel, self.frames)):
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 probs = torch.softmax(self.model(self.norm(view)).float(), dim=1)
             total, count = (probs if total is None else total + probs), count + 1
         return (total / count).cpu()
+
+    def _checked(self, mel: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """`mel` as a float16 tensor `[B, M, T]` or `[M, T]`, or a `UsageError` naming the shape it needs."""
+        if not isinstance(mel, torch.Tensor):
+            array = np.asarray(mel)
+            if array.dtype.kind != "f":
+                raise self._refused(f"an array of {array.dtype}")
+            mel = torch.from_numpy(array if array.flags.writeable else array.copy())
+        if not mel.is_floating_point():
+            raise self._refused(f"a tensor of {mel.dtype}")
+        if mel.ndim not in (2, 3) or (self.shape is not None and tuple(mel.shape[-2:]) != self.shape):
+            raise self._refused(f"shape {tuple(mel.shape)}")
+        return mel.to(torch.float16)
+
+    def _refused(self, got: str) -> UsageError:
+        bands, frames = self.shape or ("n_mels", "frames")
+        return UsageError(f"probabilities() takes float mels [batch, {bands}, {frames}] or one mel [{bands}, "
+                          f"{frames}] (this model's audio config: n_mels x n_frames), got {got}; make them with "
+                          "melshard.features(path_or_array, model.audio)")
 
     def adapt(self, mels: Iterable[torch.Tensor]) -> int:
         """Re-estimate the BatchNorm statistics on these float16 mels (batches of any size; at
@@ -99,18 +124,23 @@ def tta_mode(tta: bool | str | None) -> str:
 
 def load_predictor(run: Path, device: str = "auto", which: str = "best", tta: bool | str = "") -> Predictor:
     """The model of `RUN/best.pt` (or `last.pt`), rebuilt from what the checkpoint records."""
+    return predictor_at(Path(run) / (checkpoint.BEST if which == "best" else checkpoint.LAST), device, tta)
+
+
+def predictor_at(path: Path, device: str = "auto", tta: bool | str = "") -> Predictor:
+    """The model of the checkpoint file `path`, rebuilt from what it records."""
     tta = tta_mode(tta)
-    path = Path(run) / (checkpoint.BEST if which == "best" else checkpoint.LAST)
     ckpt = checkpoint.load(path)
     torch_device = pick_device(device)
     model = build_model(ckpt["model_name"], ckpt["model_args"])
     model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # the weight average, when the run kept one
     model.to(torch_device).eval()
     stats = ckpt["stats"]
-    return Predictor(model, list(ckpt["labels"]), from_dict(AudioConfig, ckpt["audio"], "audio"),
+    audio = from_dict(AudioConfig, ckpt["audio"], "audio")
+    return Predictor(model, list(ckpt["labels"]), audio,
                      BandNorm(stats["mel_mean"], stats["mel_std"], torch_device), torch_device,
                      pick_amp("auto", torch_device), tta,
-                     int(ckpt.get("train_config", {}).get("train_frames", 0)))
+                     int(ckpt.get("train_config", {}).get("train_frames", 0)), shape=(audio.n_mels, audio.n_frames))
 
 
 @dataclass(frozen=True)
