@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_predict(Path(args.run), location(args.input), Path(args.out), predict_options(args))
         if args.command == "evaluate":
             from trainer.inference import by_file
-            from trainer.predict import predict_any
+            from trainer.predict import lost_clips, predict_any
             from trainer.report import evaluate
 
             source = location(args.shards) if args.shards else local_input(args.input)
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)
                 files, windows = by_file(predicted, args.aggregate)
-                evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted)
+                evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted,
+                         lost=lost_clips(files.rejected, source, args.split))
             print(plain(f"wrote {Path(args.run) / 'report'}"))
             return 0
         if args.command == "demo":

@@ -26,6 +26,7 @@ from shared.errors import UsageError, one_line
 from shared.location import is_remote
 from shared.manifest import MANIFEST, Manifest
 from shared.rejections import reason_counts, rejections_csv
+from shared.sources import Rejection
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
@@ -112,6 +113,33 @@ def windows_path(out: Path) -> Path:
     return out.with_name(out.stem + ".windows.csv")
 
 
+def lost_clips(rejected: list[Rejection], source: str | Path, split: str) -> int:
+    """The clips the rows of `rejected` stand for: one per input, and a damaged shard's samples as
+    the manifest of `source` records them (windows of segmented recordings; copies too in train)."""
+    shards = [row for row in rejected if row.stage == "shard"]
+    if not shards:
+        return len(rejected)
+    samples = {entry.name: entry.samples for entry in Manifest.read(source).shards(split)}
+    return len(rejected) - len(shards) + sum(samples.get(row.path, 1) for row in shards)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
+    """'2 inputs <verb> (1 undecodable, 1 missing_file)', or with damaged shards, counted in clips:
+    '250 clips <verb> (250 in 1 damaged shard)'."""
+    shards = [row for row in rejected if row.stage == "shard"]
+    files = [row for row in rejected if row.stage != "shard"]
+    if not shards:
+        return f"{_count(len(files), 'input')} {verb} ({reason_counts(files)})"
+    parts = [f"{clips - len(files)} in {_count(len(shards), 'damaged shard')}"]
+    if files:
+        parts.append(f"{_count(len(files), 'input')}: {reason_counts(files)}")
+    return f"{_count(clips, 'clip')} {verb} ({'; '.join(parts)})"
+
+
 def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
     """Write the submission CSV `out` (and its errors and windows files); the exit status."""
     predictor, rows = predict_any(run, source, opts)
@@ -124,13 +152,12 @@ def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) 
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
-    left_out = f"{len(predicted.rejected)} inputs left out"
-    counts = reason_counts(predicted.rejected)
-    print(plain(f"wrote {out}: {len(predicted.paths)} predictions"
+    left_out = lost_phrase(predicted.rejected, lost_clips(predicted.rejected, source, opts.split), "left out")
+    print(plain(f"wrote {out}: {_count(len(predicted.paths), 'prediction')}"
                 + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
-                + (f"; {left_out} ({counts}), see {errors}" if predicted.rejected else "")))
+                + (f"; {left_out}, see {errors}" if predicted.rejected else "")))
     if predicted.rejected and not opts.allow_missing:
-        print(plain(f"error: {left_out} ({counts}; see {errors}); pass --allow-missing to accept a submission "
+        print(plain(f"error: {left_out}; see {errors}; pass --allow-missing to accept a submission "
                     "without them"), file=sys.stderr)
         return 1
     return 0

@@ -23,9 +23,10 @@ from shared.atomic import text_bytes, write_bytes, write_json  # noqa: E402
 from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, UsageError  # noqa: E402
 from shared.labels import label_index  # noqa: E402
-from shared.rejections import reason_counts, rejections_csv  # noqa: E402
+from shared.rejections import rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
+from trainer.predict import lost_phrase  # noqa: E402
 
 
 def _save_png(figure, path: Path) -> None:
@@ -78,14 +79,18 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
 
 
 def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None,
-             windows: Predicted | None = None, adapted: int = 0) -> dict:
+             windows: Predicted | None = None, adapted: int = 0, lost: int | None = None) -> dict:
     """Score labeled predictions (one per file) and write RUN/report/; with the per-window rows of
     segmented recordings, their own accuracy goes beside the per-file figures. `adapted`: the
-    clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none."""
+    clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none. `lost`:
+    the clips the rejected rows stand for (`trainer.predict.lost_clips`: a damaged shard counts
+    its samples); by default one per row."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
+    lost = len(predicted.rejected) if lost is None else lost
     if not predicted.paths and predicted.rejected:
-        raise DataError(f"nothing in {source} could be evaluated: {len(predicted.rejected)} inputs failed "
-                        f"(first: {predicted.rejected[0].path}: {predicted.rejected[0].reason})")
+        raise DataError(f"nothing in {source} could be evaluated: "
+                        f"{lost_phrase(predicted.rejected, lost, 'failed')}; "
+                        f"first: {predicted.rejected[0].path}: {predicted.rejected[0].reason}")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
     index = label_index(labels)
@@ -128,8 +133,10 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         write_bytes(report / "per_group.csv", text_bytes(per_group.to_csv(index=False)))
         metrics["worst_group"] = {"group": str(per_group.loc[per_group["accuracy"].idxmin(), "group"]),
                                   "accuracy": float(per_group["accuracy"].min())}
-    # Inputs that could not be scored (undecodable audio, damaged shards) are counted, never dropped.
+    # Inputs that could not be scored (undecodable audio, damaged shards) are counted, never dropped:
+    # `not_evaluated` rows of not_evaluated.csv (a file, or a whole damaged shard), and the clips they hold.
     metrics["not_evaluated"] = len(predicted.rejected)
+    metrics["not_evaluated_clips"] = lost
     skipped = report / "not_evaluated.csv"
     if predicted.rejected:
         write_bytes(skipped, rejections_csv(predicted.rejected))
@@ -139,8 +146,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     _show(metrics, table, console or Console())
     if predicted.rejected:
         (console or Console(stderr=True)).print(
-            shown(f"warning: {len(predicted.rejected)} inputs could not be evaluated "
-                  f"({reason_counts(predicted.rejected)}); see {skipped}"))
+            shown(f"warning: {lost_phrase(predicted.rejected, lost, 'could not be evaluated')}; see {skipped}"),
+            soft_wrap=True)  # one line however long the path: never wrapped at the console's width
     return metrics
 
 

@@ -114,6 +114,8 @@ def test_predict_and_evaluate_name_or_report_a_damaged_shard(trained, tmp_path):
     skipped = run_module("trainer", "predict", str(trained["run"]), "--input", str(shards), "--out", str(out),
                          "--on-bad-shard", "skip")
     assert skipped.returncode == 1  # predictions are missing: not a success without --allow-missing
+    lost = f"{victim['samples']} clips left out ({victim['samples']} in 1 damaged shard)"
+    assert lost in skipped.stdout and lost in skipped.stderr, (skipped.stdout, skipped.stderr)
     errors = out.with_name("submission.errors.csv").read_text()
     assert victim["name"] in errors and f"{victim['samples']} samples" in errors
     expected = sum(s["samples"] for s in test_shards) - victim["samples"]
@@ -127,7 +129,11 @@ def test_predict_and_evaluate_name_or_report_a_damaged_shard(trained, tmp_path):
                         "--on-bad-shard", "skip")
     assert report.returncode == 0, report.stderr
     metrics = json.loads((run_copy / "report" / "metrics.json").read_text())
-    assert metrics["not_evaluated"] == 1
+    assert metrics["not_evaluated"] == 1  # one row of not_evaluated.csv: the shard ...
+    assert metrics["not_evaluated_clips"] == scored[0]["samples"] > 1  # ... and every clip it held
+    warning = [line for line in report.stderr.splitlines() if "could not be evaluated" in line]
+    assert warning == [f"warning: {scored[0]['samples']} clips could not be evaluated ({scored[0]['samples']} in 1 "
+                       f"damaged shard); see {run_copy / 'report' / 'not_evaluated.csv'}"], report.stderr
     assert metrics["samples"] == sum(s["samples"] for s in scored) - scored[0]["samples"]
     assert scored[0]["name"] in (run_copy / "report" / "not_evaluated.csv").read_text()
 

@@ -108,7 +108,7 @@ def test_evaluate_has_no_allow_missing_warns_and_exits_0_or_1_when_nothing_is_sc
     some = run_module("trainer", "evaluate", str(run), "--input", str(folder / "some.csv"), "--jobs", "1")
     assert some.returncode == 0, some.stderr[-3000:]
     warnings = [line for line in some.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "1 inputs could not be evaluated (1 undecodable)" in warnings[0], some.stderr
+    assert len(warnings) == 1 and "1 input could not be evaluated (1 undecodable)" in warnings[0], some.stderr
     assert pd.read_csv(run / "report" / "not_evaluated.csv")["path"].tolist() == ["broken.wav"]
     none = run_module("trainer", "evaluate", str(run), "--input", str(folder / "none.csv"), "--jobs", "1")
     assert none.returncode == 1 and "nothing in" in none.stderr and "Traceback" not in none.stderr, none.stderr
