@@ -23,11 +23,12 @@ from shared.integrity import BadShard, describe_loss
 from shared.manifest import Manifest
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
 from trainer.device import default_workers, pick_amp, pick_device
-from trainer.distributed import World, join, sum_across
+from trainer.distributed import World, any_across, join, sum_across
 from trainer.elastic import relayout
 from trainer.ema import WeightAverage
 from trainer.models import build_model, check_input_size, model_args
 from trainer.resume import check_same_damage, checkpoint_to_resume, resumed_config
+from trainer.runlock import RunLock
 from trainer.schedule import make_scheduler
 
 
@@ -77,6 +78,7 @@ class Session:
     class_weights: torch.Tensor | None = None  # cross-entropy weights per class (--class-weights)
     schedule_steps: int = 0  # the steps the LR schedule spans
     ema: WeightAverage | None = None  # averaged weights (--ema-decay): validated, saved in best.pt, predicted with
+    lock: RunLock | None = None  # the run folder's lock, held by the rank that writes it
 
     @property
     def audio(self) -> AudioConfig:
@@ -119,6 +121,8 @@ class Session:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_damage(shards: Path, manifest: Manifest, policy: str,
@@ -141,7 +145,29 @@ def _check_damage(shards: Path, manifest: Manifest, policy: str,
 
 def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
                  on_bad_shard: str = "fail") -> Session:
+    """Everything a run needs, with its folder locked against a second training process
+    (`trainer/runlock.py`; `Session.close` unlocks it)."""
     world = join(pick_device(cfg.device).type)
+    lock, refusal = None, None
+    if world.is_main:  # the one rank that writes the run folder
+        try:
+            lock = RunLock.take(run)
+        except UsageError as exc:
+            refusal = exc
+    if any_across(world, refusal is not None):  # every rank stops, none waits at a collective
+        raise refusal or UsageError(f"{run} is being trained by another process; see rank 0's message")
+    try:
+        session = _open_session(shards, run, cfg, resume, explicit, on_bad_shard, world)
+    except BaseException:
+        if lock is not None:
+            lock.release(started=False)
+        raise
+    session.lock = lock
+    return session
+
+
+def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
+                  on_bad_shard: str, world: World) -> Session:
     manifest = Manifest.read(shards)
     if not manifest.shards("train"):
         raise UsageError(f"{shards} has no train split; preprocess a labeled corpus first")

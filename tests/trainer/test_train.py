@@ -19,6 +19,7 @@ from shared.config import TrainConfig
 from tests.audio_fixtures import REPO, run_module
 from trainer.augment import mixup, random_eq, spec_augment
 from trainer.models import build_model, model_args
+from trainer.runlock import RunLock
 
 # Class weights on (tiny_shards' train classes are 10/10/9/9 samples, so they differ from 1): the
 # resume tests hold exactness with them.
@@ -279,3 +280,28 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(reference, t
     assert resumed.returncode == 0, resumed.stderr
     assert "warning" in resumed.stderr and "last.prev.pt" in resumed.stderr
     _assert_same_weights(run / "last.pt", reference / "last.pt")
+
+
+def test_a_second_training_process_on_the_same_run_folder_is_refused(tiny_shards, tmp_path):
+    run = tmp_path / "run"
+    first = _popen(tiny_shards, run, "--epochs", "500")
+    try:
+        _wait_for(lambda: (run / "config.json").exists(), first)
+        for extra in ([], ["--resume"]):
+            second = _train(tiny_shards, run, "--epochs", "1", *extra)
+            assert second.returncode == 2, second.stderr
+            assert second.stderr.strip().splitlines()[-1] == (
+                f"error: {run} is being trained by another process (pid {first.pid}); wait for it to end "
+                "or stop it, or choose another --out")
+        assert first.poll() is None  # the first run goes on untouched
+        config = (run / "config.json").read_bytes()
+    finally:
+        first.kill()  # SIGKILL: the kernel drops the lock with the process
+        first.communicate()
+    assert (run / "config.json").read_bytes() == config
+    RunLock.take(run).release()  # nothing stale is left behind
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder_behind(tmp_path):
+    result = run_module("trainer", "train", str(tmp_path / "no-shards"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
