@@ -274,6 +274,10 @@ def run_jobs(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, jobs: 
         yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
 
 
+# The libraries whose exceptions mean "the object store refused" (credentials, permissions, driver).
+STORE_LIBRARIES = {"botocore", "aiobotocore", "s3fs", "gcsfs", "google", "adlfs", "azure"}
+
+
 def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, scheduler: str) -> Iterator[dict]:
     """The same shard jobs through joblib's Dask backend. Every worker must see the inputs at the
     same paths (a shared file system) and `out` there too, or reach it as an fsspec URL with its
@@ -290,7 +294,17 @@ def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, sc
                          "`dask scheduler` and workers with `dask worker ADDRESS`") from None
     with client, parallel_config(backend="dask"):
         parallel = Parallel(n_jobs=-1, return_as="generator_unordered", batch_size=1)
-        yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
+        try:
+            yield from parallel(delayed(write_shard)(job, cfg, str(out)) for job in pending)
+        except Exception as exc:
+            # This process could write (`Output.prepare` checked), so a store's own error from a
+            # worker means that worker's environment lacks the driver or the credentials.
+            if type(exc).__module__.split(".")[0] not in STORE_LIBRARIES:
+                raise
+            raise UsageError(f"a dask worker could not write to --out {out} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); every `dask worker` "
+                             "needs the store's driver and credentials in its own environment (for s3: "
+                             "AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for other stores)") from None
 
 
 def _stats(records: list[dict[str, Any]], n_mels: int) -> dict[str, list[float]]:

@@ -104,3 +104,21 @@ def test_a_rerun_on_s3_keeps_finished_shards_and_rewrites_a_lost_one(tmp_path, s
     other = run_module(*command[:-2], "--jobs", "1", "--seed", "7")  # another config: refused, nothing touched
     assert other.returncode == 2 and "--overwrite" in other.stderr
     assert _objects(s3, "rerun") == before
+
+
+def test_workers_without_the_stores_credentials_fail_in_one_line(tmp_path, monkeypatch, s3):
+    src = make_corpus(tmp_path / "src", per_class=2, labels=("low", "mid"))
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    credentials = {name: os.environ.pop(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    try:
+        with _local_cluster() as cluster:  # its workers start without the credentials
+            os.environ.update(credentials)  # this process has them: it can write, its workers cannot
+            result = run_module("preprocess", str(src), "--out", "s3://melshard/nocreds", "--config", str(config),
+                                "--backend", "dask", "--scheduler", cluster.scheduler_address)
+    finally:
+        os.environ.update(credentials)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: a dask worker could not write to --out s3://melshard/nocreds (NoCredentialsError: ")
