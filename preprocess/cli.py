@@ -200,12 +200,17 @@ def inspect_main(argv: list[str]) -> int:
     from preprocess.inspect import inspect
 
     try:
-        inspect(Path(args.folder))
+        _, bad = inspect(Path(args.folder))
     except (UsageError, DataError, OSError) as exc:  # a damaged manifest or shard: one line, as everywhere
         status = report(exc, "rerun the same command")
         if status is None:
             raise
         return status
+    if bad:  # named above; the status tells a script that these shards are not fit to train on
+        print(plain(f"error: {len(bad)} damaged shard{'s' if len(bad) != 1 else ''} in {args.folder}; rerun the "
+                    f"same `python -m preprocess ... --out {args.folder}` to rewrite "
+                    f"{'them' if len(bad) != 1 else 'it'}"), file=sys.stderr)
+        return 1
     return 0
 
 

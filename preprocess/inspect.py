@@ -1,7 +1,9 @@
 """`python -m preprocess inspect DIR`: what a shard folder holds, before a long training run.
 
-Prints the feature config, samples per split and class, rejected inputs by reason and shard
-sizes, and writes DIR/inspect.png: a few mel spectrograms of every class, as the model sees them.
+Prints the feature config (segmentation and augmentation included), samples per split and class
+(with each train class's augmented copies when classes are balanced), rejected inputs by reason
+and shard sizes, checks every shard, and writes DIR/inspect.png: a few mel spectrograms of every
+class, as the model sees them. `python -m preprocess inspect` exits 1 when a shard is damaged.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from preprocess.pipeline import imbalance_notes  # noqa: E402
 from shared.config import AudioConfig  # noqa: E402
 from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, one_line  # noqa: E402
-from shared.integrity import check_shards, describe_loss  # noqa: E402
+from shared.integrity import BadShard, check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, Manifest  # noqa: E402
 from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
 from shared.sources import SPLITS  # noqa: E402
@@ -78,15 +80,37 @@ def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioCon
     plt.close(figure)
 
 
-def inspect(folder: Path, console: Console | None = None) -> Path:
+def _config_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    """The features table: the audio config, segmentation, augmentation and seed."""
+    audio, augment = manifest.audio, manifest.augment
+    rows = [(key, str(getattr(audio, key))) for key in
+            ("sr", "duration_s", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "db_reference")]
+    rows.append(("silence_dbfs", f"{audio.silence_dbfs} (a clip or window whose peak is below this is left out)"))
+    if audio.segment:
+        hop = audio.segment_hop_s or audio.duration_s
+        rows += [("segment", f"on: recordings longer than {audio.duration_s} s become windows of {audio.duration_s} s"),
+                 ("segment_hop_s", f"{hop} (between window starts" + (")" if audio.segment_hop_s else
+                                                                       "; 0 given: duration_s, no overlap)")),
+                 ("min_segment_s", f"{audio.min_segment_s} (a shorter last window is dropped)")]
+    else:
+        rows.append(("segment", f"off: clips are cropped to their first {audio.duration_s} s"))
+    if augment.balance_classes:
+        rows.append(("augment copies", f"{augment.copies} per clip, more for smaller train classes up to "
+                                       f"{augment.balance_cap} per clip (balance_classes; per class below)"))
+    else:
+        rows.append(("augment copies", str(augment.copies)))
+    rows.append(("seed", str(manifest.seed)))
+    return rows
+
+
+def inspect(folder: Path, console: Console | None = None) -> tuple[Path, list[BadShard]]:
+    """Print what `folder` holds and draw `folder/inspect.png`; (the picture, the damaged shards)."""
     console = console or Console()
     manifest = Manifest.read(folder)
     audio = manifest.audio
     config = Table(title="features", show_header=False)
-    for key in ("sr", "duration_s", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "db_reference"):
-        config.add_row(key, str(getattr(audio, key)))
-    config.add_row("augment copies", str(manifest.augment.copies))
-    config.add_row("seed", str(manifest.seed))
+    for key, value in _config_rows(manifest):
+        config.add_row(key, value)
     console.print(config)
 
     splits = {name: manifest.splits[name] for name in SPLITS if name in manifest.splits}
@@ -94,9 +118,16 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     counts.add_column("class")
     for split in splits:
         counts.add_column(split, justify="right")
+    train = splits.get("train")
+    copies = (train.copies_per_class or {}) if train else {}
+    balanced = manifest.augment.balance_classes and train is not None
+    if balanced:  # the augmented copies each train class got (in its train count)
+        counts.add_column("train copies", justify="right")
     for name in manifest.labels:
-        counts.add_row(shown(name), *(str(s.per_class.get(name, 0)) for s in splits.values()))
-    counts.add_row("total", *(str(s.samples) for s in splits.values()), style="bold")
+        counts.add_row(shown(name), *(str(s.per_class.get(name, 0)) for s in splits.values()),
+                       *([str(copies.get(name, 0))] if balanced else []))
+    counts.add_row("total", *(str(s.samples) for s in splits.values()),
+                   *([str(sum(copies.values()))] if balanced else []), style="bold")
     console.print(counts)
 
     sizes = Table(title="shards")
@@ -109,9 +140,7 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
                       f"{np.mean(mb):.1f}" if mb else "-", f"{sum(mb):.1f}")
     console.print(sizes)
 
-    train = splits.get("train")
     if train:
-        copies = train.copies_per_class or {}
         clips = {name: count - copies.get(name, 0) for name, count in train.per_class.items()}
         for line in imbalance_notes(clips, manifest.augment.balance_classes):  # it names classes
             console.print(shown(line))
@@ -138,4 +167,4 @@ def inspect(folder: Path, console: Console | None = None) -> Path:
     png = folder / "inspect.png"
     plot_grid(_examples(folder, manifest, PER_CLASS, {b.name for b in bad}), png, audio)
     console.print(shown(f"mel examples: {png}"))
-    return png
+    return png, bad

@@ -142,9 +142,12 @@ def test_predict_and_evaluate_name_or_report_a_damaged_shard(trained, tmp_path):
 def test_inspect_names_a_damaged_shard_in_one_line(shards, how):
     damage(shards / VICTIM, how)
     result = run_module("preprocess", "inspect", str(shards))
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr  # not fit to train on
     named = [line for line in result.stdout.splitlines() if VICTIM in line]
     assert len(named) == 1 and "damaged shard" in named[0]
+    assert result.stderr.strip().splitlines() == [f"error: 1 damaged shard in {shards}; rerun the same "
+                                                  f"`python -m preprocess ... --out {shards}` to rewrite it"]
+    assert (shards / "inspect.png").exists()  # the rest of the report is still made
 
 
 @pytest.mark.parametrize("what", ["garbage", "a key missing", "a wrong type", "errors.csv"])
