@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from shared.config import PreprocessConfig, to_dict
+from shared.audio import recording_seconds
+from shared.config import AudioConfig, PreprocessConfig, to_dict
 from shared.labels import label_index
 from shared.sources import SPLITS, Clip
 
@@ -129,10 +131,22 @@ def augment_copies(clips: list[Clip], cfg: PreprocessConfig) -> dict[str, int]:
     return copies
 
 
+def expected_windows(clip: Clip, audio: AudioConfig) -> int:
+    """How many samples one copy of `clip` makes: 1, or with `segment` its windows as the file's
+    header gives its length (a bound: silent windows are left out later); 1 when it does not say."""
+    if not audio.segment:
+        return 1
+    seconds = recording_seconds(clip.path)
+    if seconds is None or seconds <= audio.duration_s:
+        return 1
+    return 1 + math.ceil((seconds - audio.duration_s) * audio.sr / audio.hop_samples)
+
+
 def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> list[ShardJob]:
     """Shuffle each split with the seed and cut it into shards of at most `shard_size` samples.
 
-    A clip and its augmented copies always share a shard, so it is decoded once.
+    A clip and its augmented copies always share a shard, so it is decoded once; so do a long
+    recording's windows (`--segment`), counted from its header's length.
     """
     index = label_index(labels)
     copies = augment_copies(clips, cfg)
@@ -148,11 +162,12 @@ def plan_shards(clips: list[Clip], labels: list[str], cfg: PreprocessConfig) -> 
             item = Item(keys[clip.path], clip.path, clip.rel, clip.label,
                         index.get(clip.label) if clip.label is not None else None,
                         clip.group, copies[clip.path], clip.size, clip.mtime_ns)
-            if shards[-1] and filled + 1 + item.copies > cfg.shard_size:
+            samples = expected_windows(clip, cfg.audio) * (1 + item.copies)
+            if shards[-1] and filled + samples > cfg.shard_size:
                 shards.append([])
                 filled = 0
             shards[-1].append(item)
-            filled += 1 + item.copies
+            filled += samples
         jobs.extend(ShardJob(split, i, tuple(s)) for i, s in enumerate(shards) if s)
     return jobs
 

@@ -173,3 +173,23 @@ def test_predict_gives_one_row_per_recording_and_windows_on_request(middles, tmp
     per_window = pd.read_csv(out.with_name("submission.windows.csv"))
     assert len(per_window) == 120 and sorted(per_window["offset_s"].unique()) == [float(s) for s in range(12)]
     assert (rows["label"] == "mid").mean() >= 0.9
+
+
+def test_shard_size_counts_a_recordings_windows(tmp_path):
+    """Six 12 s recordings of twelve 1 s windows each, --shard-size 30: two recordings a shard
+    (a recording's windows share one), where counting each recording as one sample made a single
+    72-sample shard."""
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        label = LABELS[i % 2]
+        (tmp_path / "corpus" / label).mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "corpus" / label / f"r{i}.wav", _recording(label, rng), SR, subtype="PCM_16")
+    config = write_tiny_config(tmp_path / "audio.toml")
+    shards = tmp_path / "shards"
+    result = run_module("preprocess", str(tmp_path / "corpus"), "--out", str(shards), "--config", str(config),
+                        "--segment", "--shard-size", "30", "--augment-copies", "0", "--val-fraction", "0",
+                        "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    train = json.loads((shards / "manifest.json").read_text())["splits"]["train"]
+    assert train["samples"] == 72
+    assert [shard["samples"] for shard in train["shards"]] == [24, 24, 24]
