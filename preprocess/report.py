@@ -93,9 +93,23 @@ def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: i
     else:
         done = inputs.total if processed is None else processed
         rate = f"{done / max(seconds, 1e-9):.1f} clips/s, {jobs} process{'es' if jobs > 1 else ''}"
-    console.print(f"{inputs.total} inputs: {inputs.written} written, {inputs.rejected} "
-                  f"rejected; {samples} samples in {seconds:.1f} s ({rate})")
+    # soft_wrap: each is one line in a log too, never cut at the console's width.
+    console.print(f"{counted(inputs.total, 'input')}: {inputs.written} written, {inputs.rejected} "
+                  f"rejected; {counted(samples, 'sample')} in {seconds:.1f} s ({rate})", soft_wrap=True)
     if inputs.cropped:
-        console.print(f"cropped: {inputs.cropped} clips were longer than {manifest.audio.duration_s} s and lost "
-                      f"{inputs.cropped_s:.1f} s of audio to the crop; pass --segment to use whole recordings "
-                      "as consecutive windows")
+        were = "clip was" if inputs.cropped == 1 else "clips were"
+        console.print(f"cropped: {inputs.cropped} {were} longer than {manifest.audio.duration_s} s and lost "
+                      f"{duration(inputs.cropped_s)} of audio to the crop; pass --segment to use whole recordings "
+                      "as consecutive windows", soft_wrap=True)
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 input', '2 inputs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """A length of audio as read at a glance, never rounded to nothing: '2.5 s', '24 ms', '0.3 ms'."""
+    if seconds >= 1 or seconds == 0:
+        return f"{seconds:.1f} s"
+    return f"{seconds * 1000:.2g} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"

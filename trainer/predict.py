@@ -96,8 +96,10 @@ def write_submission(out: Path, labels: list[str], predicted: Predicted, probabi
 
 
 def write_windows(out: Path, labels: list[str], windows: Predicted, probabilities: bool) -> None:
-    """One row per window of each segmented recording: filename, offset_s, label (+ probabilities)."""
-    frame = pd.DataFrame({"filename": windows.paths, "offset_s": windows.offsets,
+    """One row per window of each segmented recording: filename, offset_s, label (+ probabilities).
+    A clip that is not windowed (an unsegmented run) is one window at offset 0.0."""
+    offsets = [0.0 if offset is None else offset for offset in (windows.offsets or [None] * len(windows.paths))]
+    frame = pd.DataFrame({"filename": windows.paths, "offset_s": offsets,
                           "label": [labels[i] for i in windows.probs.argmax(axis=1)]})
     if probabilities:
         for index, name in enumerate(labels):
@@ -147,6 +149,9 @@ def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) 
     write_submission(out, predictor.labels, predicted, opts.probabilities)
     if opts.windows:
         write_windows(windows_path(out), predictor.labels, windows or rows, opts.probabilities)
+        if not predictor.audio.segment:
+            print(plain(f"note: {run} was not trained on segmented shards (--segment), so each window in "
+                        f"{windows_path(out)} is a whole clip, at offset_s 0.0"))
     errors = errors_path(out)
     if predicted.rejected:
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
