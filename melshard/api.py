@@ -190,7 +190,7 @@ def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, spl
     if isinstance(inputs, Shards):
         predicted = predict_shards(predictor, inputs.location, split, on_bad_shard, adapt=adapt_bn)
     elif isinstance(inputs, (str, Path)):
-        predicted = predict_source(predictor, Path(inputs),
+        predicted = predict_source(predictor, location(str(inputs)),
                                    PredictOptions(split=split, jobs=jobs, on_bad_shard=on_bad_shard,
                                                   adapt_bn=adapt_bn))
     else:  # a file given twice is predicted once; the repeat is a `duplicate_path` error, as from a CSV

@@ -76,3 +76,11 @@ def test_a_url_that_is_no_shard_folder_or_labeled_audio_is_refused_in_one_line(t
                                 "--out", str(out)), 2)
     assert f"{served}/empty/manifest.json" in line and "raw audio must be local" in line
     assert "http:/1" not in line and not out.exists()
+
+
+def test_the_api_predicts_a_shard_folder_from_its_url(trained, served):
+    import melshard
+
+    local = melshard.predict(trained["run"], trained["shards"], device="cpu", allow_missing=True)
+    remote = melshard.predict(trained["run"], f"{served}/shards", device="cpu", allow_missing=True)
+    pd.testing.assert_frame_equal(remote, local)
