@@ -29,13 +29,15 @@ def tone(label: str, rng: np.random.Generator, sr: int = 16000, seconds: float |
     return np.concatenate([silence, y, silence]).astype(np.float32)
 
 
-def make_corpus(root: Path, per_class: int = 6, labels=("low", "mid", "high"), sr: int = 16000,
+def make_corpus(root: Path, per_class: int | dict[str, int] = 6, labels=("low", "mid", "high"), sr: int = 16000,
                 seed: int = 0) -> Path:
-    """A folder of class subfolders with `per_class` WAV clips each."""
+    """A folder of class subfolders with `per_class` WAV clips each (a dict: each class's count,
+    its keys the labels, e.g. a skewed corpus)."""
     rng = np.random.default_rng(seed)
-    for label in labels:
+    counts = per_class if isinstance(per_class, dict) else dict.fromkeys(labels, per_class)
+    for label, count in counts.items():
         (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
+        for i in range(count):
             sf.write(root / label / f"{label}_{i:03d}.wav", tone(label, rng, sr), sr, subtype="PCM_16")
     return root
 

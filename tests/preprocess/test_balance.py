@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import soundfile as sf
-
 from preprocess.plan import augment_copies
 from shared.config import AugmentConfig, PreprocessConfig
 from shared.sources import Clip
-from tests.audio_fixtures import run_module, tone
+from tests.audio_fixtures import make_corpus, run_module
 
 
 def _clips(counts: dict[str, int]) -> list[Clip]:
@@ -48,11 +45,7 @@ def test_the_copies_do_not_depend_on_listing_order():
 
 
 def test_preprocess_warns_of_imbalance_and_balances_on_request(tmp_path):
-    rng = np.random.default_rng(0)
-    for label, count in (("low", 24), ("high", 2)):
-        (tmp_path / "src" / label).mkdir(parents=True)
-        for i in range(count):
-            sf.write(tmp_path / "src" / label / f"{i}.wav", tone(label, rng, 8000), 8000)
+    make_corpus(tmp_path / "src", {"low": 24, "high": 2}, sr=8000)
     common = ["--sr", "8000", "--duration", "0.5", "--n-mels", "16", "--augment-copies", "0",
               "--val-fraction", "0", "--jobs", "1"]
     plain = run_module("preprocess", str(tmp_path / "src"), "--out", str(tmp_path / "plain"), *common)

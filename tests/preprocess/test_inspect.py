@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import soundfile as sf
-
-from tests.audio_fixtures import make_corpus, run_module, tone, write_tiny_config
+from tests.audio_fixtures import make_corpus, run_module, write_tiny_config
 
 
 def _rows(stdout: str) -> dict[str, str]:
@@ -53,11 +50,7 @@ def test_inspect_shows_segment_settings_and_exits_0_on_sound_shards(tmp_path):
 
 
 def test_inspect_shows_each_class_s_copies_when_classes_are_balanced(tmp_path):
-    rng = np.random.default_rng(0)
-    for label, count in (("low", 12), ("high", 2)):
-        (tmp_path / "src" / label).mkdir(parents=True)
-        for i in range(count):
-            sf.write(tmp_path / "src" / label / f"{i}.wav", tone(label, rng, 8000), 8000)
+    make_corpus(tmp_path / "src", {"low": 12, "high": 2}, sr=8000)
     out = tmp_path / "balanced"
     made = run_module("preprocess", str(tmp_path / "src"), "--out", str(out), "--sr", "8000", "--duration", "0.5",
                       "--n-mels", "16", "--augment-copies", "1", "--val-fraction", "0", "--jobs", "1",
