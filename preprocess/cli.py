@@ -26,7 +26,7 @@ from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
-from shared.console import plain
+from shared.console import counted, plain
 from shared.errors import ConfigError, DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
 from shared.location import location
@@ -207,7 +207,7 @@ def inspect_main(argv: list[str]) -> int:
             raise
         return status
     if bad:  # named above; the status tells a script that these shards are not fit to train on
-        print(plain(f"error: {len(bad)} damaged shard{'s' if len(bad) != 1 else ''} in {args.folder}; rerun the "
+        print(plain(f"error: {counted(len(bad), 'damaged shard')} in {args.folder}; rerun the "
                     f"same `python -m preprocess ... --out {args.folder}` to rewrite "
                     f"{'them' if len(bad) != 1 else 'it'}"), file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.console import shown
+from shared.console import counted, shown
 from shared.manifest import Manifest
 
 PLAIN_EVERY_S = 10.0
@@ -101,11 +101,6 @@ def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: i
         console.print(f"cropped: {inputs.cropped} {were} longer than {manifest.audio.duration_s} s and lost "
                       f"{duration(inputs.cropped_s)} of audio to the crop; pass --segment to use whole recordings "
                       "as consecutive windows", soft_wrap=True)
-
-
-def counted(n: int, noun: str) -> str:
-    """'1 input', '2 inputs'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def duration(seconds: float) -> str:

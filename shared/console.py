@@ -25,6 +25,11 @@ def shown(text: object, style: str = "") -> Text:
     return Text(plain(text), style=style)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 input', '2 inputs': a count and its noun, singular or plural."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def plot_label(text: object) -> str:
     """`text` for a matplotlib label: `$` taken literally, undecodable bytes as `\\xNN`."""
     return plain(text).replace("$", r"\$")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from shared.atomic import text_bytes, write_bytes
-from shared.console import plain
+from shared.console import counted, plain
 from shared.errors import UsageError, one_line
 from shared.location import is_remote
 from shared.manifest import MANIFEST, Manifest
@@ -125,21 +125,17 @@ def lost_clips(rejected: list[Rejection], source: str | Path, split: str) -> int
     return len(rejected) - len(shards) + sum(samples.get(row.path, 1) for row in shards)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
     """'2 inputs <verb> (1 undecodable, 1 missing_file)', or with damaged shards, counted in clips:
     '250 clips <verb> (250 in 1 damaged shard)'."""
     shards = [row for row in rejected if row.stage == "shard"]
     files = [row for row in rejected if row.stage != "shard"]
     if not shards:
-        return f"{_count(len(files), 'input')} {verb} ({reason_counts(files)})"
-    parts = [f"{clips - len(files)} in {_count(len(shards), 'damaged shard')}"]
+        return f"{counted(len(files), 'input')} {verb} ({reason_counts(files)})"
+    parts = [f"{clips - len(files)} in {counted(len(shards), 'damaged shard')}"]
     if files:
-        parts.append(f"{_count(len(files), 'input')}: {reason_counts(files)}")
-    return f"{_count(clips, 'clip')} {verb} ({'; '.join(parts)})"
+        parts.append(f"{counted(len(files), 'input')}: {reason_counts(files)}")
+    return f"{counted(clips, 'clip')} {verb} ({'; '.join(parts)})"
 
 
 def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
@@ -158,7 +154,7 @@ def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) 
     else:
         errors.unlink(missing_ok=True)
     left_out = lost_phrase(predicted.rejected, lost_clips(predicted.rejected, source, opts.split), "left out")
-    print(plain(f"wrote {out}: {_count(len(predicted.paths), 'prediction')}"
+    print(plain(f"wrote {out}: {counted(len(predicted.paths), 'prediction')}"
                 + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
                 + (f"; {left_out}, see {errors}" if predicted.rejected else "")))
     if predicted.rejected and not opts.allow_missing:
