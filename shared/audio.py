@@ -27,6 +27,7 @@ import soundfile as sf
 import soxr
 
 from shared.config import AudioConfig
+from shared.errors import UsageError
 from shared.melscale import mel_filterbank
 
 # Formats libsndfile decodes itself (soundfile wheels ship a libsndfile with mp3 support).
@@ -576,8 +577,6 @@ def array_to_mel(y: np.ndarray, sr: int, cfg: AudioConfig) -> np.ndarray:
     as soundfile reads it), made as `file_to_mel` makes a file's: mixed to mono, resampled with
     soxr, silence refused, trimmed, padded or cropped, log-mel. More channels than samples is
     librosa's `[channels, samples]` layout read the wrong way round: a `UsageError`."""
-    from shared.errors import UsageError  # a wrong layout is the caller's mistake, not the audio's
-
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 2 and y.shape[1] > y.shape[0]:
         raise UsageError(f"audio of shape {y.shape} would be {y.shape[1]} channels of {y.shape[0]} sample(s); "

@@ -90,15 +90,14 @@ def _stat(path: Path | str) -> os.stat_result | None:
         return None
 
 
-def _walk_audio(root: Path, rejections: list[Rejection],
-                hidden: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+def _walk_audio(root: Path, rejections: list[Rejection], hidden: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """(path, path relative to `root` with `/`) of the audio files below `root`, following
     symlinked folders but never around a loop. Plain strings: at a million files pathlib's
     objects cost more than the walk.
 
-    Hidden files and folders (names starting with `.`) are left out; with `hidden`, the hidden
-    files with an audio extension, in hidden folders too, are added to it. Hidden folders are
-    walked after every visible one, so a hidden link to a listed folder adds nothing."""
+    Hidden files and folders (names starting with `.`) are left out of it: the hidden files with
+    an audio extension, in hidden folders too, are added to `hidden`. Hidden folders are walked
+    after every visible one, so a hidden link to a listed folder adds nothing."""
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
     top = str(root)
@@ -108,7 +107,7 @@ def _walk_audio(root: Path, rejections: list[Rejection],
         rejections.append(Rejection(rel, "list", "unreadable_folder",
                                     f"{error.strerror}; its files were not listed"))
 
-    def walk(start: str, keep: list[tuple[str, str]], hidden_folders: list[str] | None) -> None:
+    def walk(start: str, hidden_folders: list[str] | None) -> None:
         for folder, dirs, files in os.walk(start, followlinks=True, onerror=on_error):
             real = os.path.realpath(folder)
             if real in seen:  # a symlink loop or a second link to a folder already listed
@@ -124,15 +123,14 @@ def _walk_audio(root: Path, rejections: list[Rejection],
             prefix = "" if below == "." else below + "/"
             for name in sorted(files):
                 if hidden_folders is not None and _is_audio(name):
-                    keep.append((os.path.join(folder, name), prefix + name))
-                elif hidden is not None and _has_audio_extension(name):
+                    found.append((os.path.join(folder, name), prefix + name))
+                elif _has_audio_extension(name):
                     hidden.append((os.path.join(folder, name), prefix + name))
 
     later: list[str] = []
-    walk(top, found, later)
-    if hidden is not None:
-        for folder in later:
-            walk(folder, [], None)
+    walk(top, later)
+    for folder in later:
+        walk(folder, None)
     return found
 
 

@@ -59,7 +59,7 @@ def test_the_same_file_listed_twice_is_a_duplicate(tmp_path):
 
 def test_the_walk_lists_relative_paths_with_slashes_and_never_loops(tmp_path):
     _tree(tmp_path, random.Random(0))
-    found = _walk_audio(tmp_path, [])
+    found = _walk_audio(tmp_path, [], [])
     rels = [rel for _, rel in found]
     assert all(os.path.join(str(tmp_path), *rel.split("/")) == path for path, rel in found)
     assert "a/f0.wav" in rels and "c/abs_link/f1.wav" in rels  # "c/d e" is the same folder, listed once
