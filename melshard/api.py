@@ -23,6 +23,7 @@ from melshard.loader import Shards
 from shared.audio import array_to_mel, file_to_mel
 from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
 from shared.errors import DataError, UsageError
+from shared.interrupt import STOP_SIGNALS, StopRequest
 from shared.location import location
 from shared.manifest import Manifest
 from shared.rejections import rejections_frame
@@ -105,13 +106,16 @@ class TrainResult:
     config: TrainConfig
 
 
-def train(shards: str | Path | Shards, out: str | Path, *, resume: bool = False, on_bad_shard: str = "fail",
-          **config: Any) -> TrainResult:
+def train(shards: str | Path | Shards, out: str | Path, *, resume: bool | str = False, on_bad_shard: str = "fail",
+          stop_signals: Sequence[str] = STOP_SIGNALS, **config: Any) -> TrainResult:
     """Train a model on `shards` into the run folder `out`, as `python -m trainer train`.
 
     `config` takes any `TrainConfig` field (`model="cnn"`, `width=0.5`, `epochs=10`,
     `batch_size=32`, `num_workers=1`, `device="cpu"`, ...); an unknown one raises `UsageError`.
-    `resume=True` continues `out` from its last checkpoint (mid-epoch included).
+    `resume=True` continues `out` from its last checkpoint (mid-epoch included) and refuses a
+    folder no run has started in; `resume="auto"` continues a run if `out` holds one and starts
+    it otherwise. Each of `stop_signals` (in the main thread) saves a checkpoint and returns
+    with `status` 128 + the signal's number.
     """
     from trainer import checkpoint
     from trainer.loop import train as train_run
@@ -119,7 +123,14 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool = False,
     where = shards.location if isinstance(shards, Shards) else location(str(shards))
     cfg = from_dict(TrainConfig, dict(config))
     run = Path(out)
-    status = train_run(where, run, cfg, resume, set(config), on_bad_shard)
+    if resume not in (True, False, "auto"):
+        raise UsageError(f"resume must be True, False or 'auto', got {resume!r}")
+    try:
+        stop = StopRequest(stop_signals)
+    except ValueError as exc:
+        raise UsageError(f"stop_signals: {exc}") from None
+    with stop:
+        status = train_run(where, run, cfg, resume, set(config), on_bad_shard, stop)
     metrics = pd.read_csv(run / "metrics.csv") if (run / "metrics.csv").exists() else pd.DataFrame()
     return TrainResult(run, metrics, run / checkpoint.BEST, run / checkpoint.LAST, status, cfg)
 

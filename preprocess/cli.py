@@ -28,7 +28,7 @@ from preprocess.synth import make_demo_corpus
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
 from shared.console import counted, plain
 from shared.errors import ConfigError, DataError, UsageError, report
-from shared.interrupt import main_process_interrupts
+from shared.interrupt import Interrupts, main_process_interrupts
 from shared.location import location
 from shared.manifest import Manifest
 from shared.options import add_options, option_fields
@@ -230,6 +230,7 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
     """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status."""
     args = (demo_parser() if demo else build_parser()).parse_args(argv)
     console = Console(stderr=True)
+    caught = Interrupts()
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)
         # This process only preprocesses, and a small or --jobs 1 run does its clips here: tune it
@@ -238,12 +239,11 @@ def preprocess_main(argv: list[str], demo: bool = False) -> int:
         # BENCHMARKS.md runs C and D).
         tune_allocator()
         limit_threads()
-        with main_process_interrupts():  # Ctrl-C: the line below, no worker tracebacks
+        with main_process_interrupts(caught):  # Ctrl-C, SIGTERM: the line below, no worker tracebacks
             result = run(opts, cfg, console)
     except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+        print(caught.line("finished shards are kept; rerun the same command to resume"), file=sys.stderr)
+        return caught.status
     except (UsageError, DataError, OSError) as exc:
         status = report(exc, "rerun the same command (finished shards are kept)")
         if status is None:

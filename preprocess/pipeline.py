@@ -9,6 +9,7 @@ The output is a folder or an fsspec URL (`preprocess.output`); the steps are the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -414,10 +415,13 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         total_clips = sum(len(j.items) for j in plan)
         if opts.backend != "dask":
             jobs = pool_size(pending, jobs, cfg.audio.segment)
+        shards = run_jobs(pending, cfg, out, jobs, opts.scheduler if opts.backend == "dask" else None)
         try:
-            for record in track(run_jobs(pending, cfg, out, jobs, opts.scheduler if opts.backend == "dask" else None),
-                                total_clips, done_clips, console):
-                records[record["name"]] = record
+            # closing: a stop (Ctrl-C, SIGTERM) that lands outside the pool's own code still ends the
+            # pool at once, which kills its workers; left to the garbage collector they outlive us.
+            with contextlib.closing(shards):
+                for record in track(shards, total_clips, done_clips, console):
+                    records[record["name"]] = record
         except OSError:  # e.g. a full disk: joblib has stopped the workers; free what they left
             out.remove_temporaries()
             raise

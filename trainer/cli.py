@@ -26,7 +26,7 @@ from shared.config import AGGREGATES, DEVICES, TrainConfig, from_dict, load_toml
 from shared.console import plain
 from shared.errors import DataError, UsageError, report
 from shared.integrity import POLICIES
-from shared.interrupt import main_process_interrupts
+from shared.interrupt import STOP_SIGNALS, Interrupts, StopRequest, main_process_interrupts
 from shared.location import location
 from shared.options import add_options, option_fields
 
@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("shards", help="shard folder written by python -m preprocess, or its URL "
                                       "(https://..., s3://..., 'pipe:CMD {}')")
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, config.json)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    train.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
+                       help="continue the run in --out from last.pt (the folder must hold a run); "
+                            "--resume auto: continue it if there is one, else start it (for requeued jobs)")
+    train.add_argument("--stop-signals", default=",".join(STOP_SIGNALS), metavar="SIG,...",
+                       help="signals that save a checkpoint and stop, exiting with 128 + the signal's number "
+                            "(default %(default)s; e.g. add SIGUSR2 for a scheduler's early warning)")
     train.add_argument("--config", help="TOML file with TrainConfig keys")
     add_options(train, TrainConfig)  # every TrainConfig field made with `option`
 
@@ -111,6 +116,14 @@ def predict_options(args: argparse.Namespace, **fixed: Any):
     return PredictOptions(**{**given, **fixed})
 
 
+def stop_request(names: str) -> StopRequest:
+    """`--stop-signals SIGTERM,SIGUSR1` as a `StopRequest`; a name that is no stop signal is refused."""
+    try:
+        return StopRequest(names.split(","))
+    except ValueError as exc:
+        raise UsageError(f"--stop-signals: {exc}") from None
+
+
 def local_input(text: str) -> Path:
     """`evaluate --input`: labeled raw audio, which must be local (a URL names a shard folder)."""
     where = location(text)
@@ -122,16 +135,21 @@ def local_input(text: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    caught = Interrupts()
     try:
         if args.command == "train":
-            from trainer.loop import train
+            with stop_request(args.stop_signals) as stop:  # from here on, before the slow imports
+                from trainer.loop import train
 
-            cfg, explicit = train_config(args)
-            return train(location(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard)
+                cfg, explicit = train_config(args)
+                status = train(location(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard,
+                               stop)
+                stop.ignore_from_now()  # the run is saved: a signal while the process exits changes nothing
+                return status
         if args.command == "predict":
             from trainer.predict import run_predict
 
-            with main_process_interrupts():  # Ctrl-C: one line here, no worker tracebacks
+            with main_process_interrupts(caught):  # Ctrl-C, SIGTERM: one line here, no worker tracebacks
                 return run_predict(Path(args.run), location(args.input), Path(args.out), predict_options(args))
         if args.command == "evaluate":
             from trainer.inference import by_file
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.report import evaluate
 
             source = location(args.shards) if args.shards else local_input(args.input)
-            with main_process_interrupts():
+            with main_process_interrupts(caught):
                 predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)
                 files, windows = by_file(predicted, args.aggregate)
@@ -159,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         what = {"predict": f"nothing was written to {getattr(args, 'out', '')}",
                 "evaluate": f"{getattr(args, 'run', 'RUN')}/report was not (fully) rewritten; rerun the same command",
                 "train": "rerun the same command, with --resume once a checkpoint exists"}.get(args.command, "")
-        print(plain(f"interrupted: {what}") if what else "interrupted", file=sys.stderr)
-        return 130
+        print(plain(caught.line(what)), file=sys.stderr)
+        return caught.status
     except (UsageError, DataError, OSError) as exc:
         status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")
         if status is None:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.errors import UsageError
 from shared.integrity import BadShard, check_shards
+from shared.interrupt import STOPPABLE, blocked, ignore_in_worker
 from shared.location import Location
 from shared.manifest import Manifest
 from shared.shardio import decode_npy, iter_stream, required_members
@@ -269,7 +270,9 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
     """
     stream = getattr(loader, "dataset", None)
     note = stream.note_batch if isinstance(stream, ShardStream) else None
-    for chunk in loader:
+    with blocked(STOPPABLE):  # workers start here, and must not meet a group's stop signal before
+        chunks = iter(loader)  # they ignore it (`make_loader`)
+    for chunk in chunks:
         labels = torch.as_tensor(chunk["label"], dtype=torch.int64)
         start = 0
         for index, size in enumerate(chunk["sizes"]):
@@ -300,10 +303,11 @@ class BandNorm:
 
 
 def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> DataLoader:
-    """A DataLoader over a `ShardStream`: one process per logical worker, kept across epochs."""
+    """A DataLoader over a `ShardStream`: one process per logical worker, kept across epochs.
+    Its workers ignore stop signals sent to the whole process group (`shared.interrupt`)."""
     return DataLoader(
         stream, batch_size=None, num_workers=stream.workers, pin_memory=pin_memory,
-        persistent_workers=True, prefetch_factor=prefetch_factor,
+        persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=ignore_in_worker,
     )
 
 

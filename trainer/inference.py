@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -247,6 +248,17 @@ def _mels(paths: list[str], audio: AudioConfig) -> list[list[tuple[float, np.nda
     return results
 
 
+def _result(future: Future) -> T:
+    """The future's result, waited for in short slices: a stop signal (raised in this thread by
+    `shared.interrupt`'s watcher) takes effect between them, where one long wait would hold it
+    until the chunk in flight is done."""
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            continue
+
+
 def in_processes(fn: Callable[..., T], tasks: list[tuple], jobs: int, ahead: int = READ_AHEAD) -> Iterator[T]:
     """`fn(*task)` for each task, in order, from `jobs` processes (in this one for one job or one task).
 
@@ -264,14 +276,16 @@ def in_processes(fn: Callable[..., T], tasks: list[tuple], jobs: int, ahead: int
     running = deque(executor.submit(fn, *task) for task in islice(todo, ahead * jobs))
     try:
         while running:
-            result = running.popleft().result()
+            result = _result(running.popleft())
             following = next(todo, None)
             if following is not None:  # submitted before yielding: the workers stay busy meanwhile
                 running.append(executor.submit(fn, *following))
             yield result
-    finally:  # stopped early (an error, Ctrl-C): drop what has not started
-        for future in running:
-            future.cancel()
+    finally:
+        if running:  # stopped early (an error, Ctrl-C, SIGTERM): end the work in flight now, not at exit
+            for future in running:
+                future.cancel()
+            executor.shutdown(wait=False, kill_workers=True)
 
 
 def predict_files(p: Predictor, items: list[tuple[str, str, str | None, str | None]], jobs: int = 0,

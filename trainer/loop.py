@@ -25,9 +25,9 @@ the samples not yet seen (`trainer/elastic.py`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +41,7 @@ from torch import nn
 
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
+from shared.interrupt import STOP_SIGNALS, StopRequest
 from trainer import checkpoint
 from trainer.augment import augment_mels, freq_mixstyle, mixup, spec_augment
 from trainer.data import iter_batches
@@ -139,27 +140,6 @@ def write_metrics(run: Path, history: list[dict[str, float]]) -> None:
     table = pd.DataFrame(history, columns=METRIC_COLUMNS)
     text = table.to_csv(index=False, float_format="%.6g", na_rep="", lineterminator="\n")
     write_bytes(run / "metrics.csv", text.encode("utf-8"))
-
-
-class StopRequest:
-    """SIGTERM / Ctrl-C set a flag; the loop saves at the next step it looks (the next step in a
-    single process; under DDP within `STOP_CHECK_EVERY` steps, see `_stop_check_due`) and exits."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc_info) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class RunningSums:
@@ -283,18 +263,34 @@ def _improved(cfg: TrainConfig, state: State, value: float) -> bool:
     return value > state.best + cfg.min_delta
 
 
-def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
-          on_bad_shard: str = "fail") -> int:
-    """Train (or resume) a run; returns the exit status."""
-    s = open_session(shards, run, cfg, resume, explicit, on_bad_shard)
-    try:
-        return _train(s, shards, run)
-    finally:
-        s.close()
-        leave(s.world)
+def train(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str, explicit: set[str],
+          on_bad_shard: str = "fail", stop: StopRequest | None = None) -> int:
+    """Train (or resume) a run; returns the exit status.
+
+    Each of the `stop` request's signals (default `STOP_SIGNALS`; a request entered by the caller
+    also counts what came before this call), from the moment this is called (while the run sets
+    up, trains, validates or saves), makes it save a checkpoint at the next point where it can
+    and return 128 + the signal's number."""
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest(STOP_SIGNALS) as stop:
+        s = open_session(shards, run, cfg, resume, explicit, on_bad_shard)
+        try:
+            return _train(s, shards, run, stop)
+        finally:
+            s.close()
+            leave(s.world)
 
 
-def _train(s: Session, shards: Path, run: Path) -> int:
+def _stopped(s: Session, state: State, stop: StopRequest, shards: Path, run: Path, saved: bool) -> int:
+    """Save where the run stands (unless `last.pt` holds it already) and say how to go on."""
+    if not saved:
+        save(s, state, checkpoint.LAST)
+    if s.world.is_main:
+        print(f"\nstopped by {stop.name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
+              f"Resume with: melshard train {shards} --out {run} --resume", file=sys.stderr)
+    return 128 + (stop.signal or 15)
+
+
+def _train(s: Session, shards: Path, run: Path, stop: StopRequest) -> int:
     cfg, main = s.cfg, s.world.is_main
     state = restore(s, s.resumed) if s.resumed else State()
     if s.resumed and main:
@@ -305,51 +301,51 @@ def _train(s: Session, shards: Path, run: Path) -> int:
     if s.val_loader is None and main:
         print(f"no validation split in {shards}: early stopping is off, all {cfg.epochs} epochs run and best.pt "
               "is the last epoch's weights", file=sys.stderr)
-    with StopRequest() as stop:
-        while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:  # a finished run stays finished
-            figures = train_epoch(s, state, stop, progress)
-            if figures is None:
-                save(s, state, checkpoint.LAST)
-                name = signal.Signals(stop.signal or signal.SIGTERM).name
-                if main:
-                    print(f"\nstopped by {name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
-                          f"Resume with: python -m trainer train {shards} --out {run} --resume", file=sys.stderr)
-                return 128 + (stop.signal or signal.SIGTERM)
-            # Every rank scores the whole validation split with the same weights, so all reach the
-            # same early-stopping decision without exchanging predictions.
-            sync_buffers(s.world, s.raw_model)
-            if s.ema is not None:
-                s.ema.copy_buffers(s.raw_model)
-            val = evaluate_batches(s, s.val_loader, s.scored_model) if s.val_loader is not None else None
-            row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
-                   **{k: figures[k] for k in ("train_loss", "train_acc")},
-                   "val_loss": val.loss if val else float("nan"),
-                   "val_acc": val.accuracy if val else float("nan"),
-                   "val_f1": val.macro_f1 if val else float("nan"),
-                   "val_balanced_acc": val.balanced_accuracy if val else float("nan"),
-                   **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds", "train_samples")},
-                   "lost_train_samples": s.lost_samples("train"), "lost_val_samples": s.lost_samples("val")}
-            state.history.append(row)
-            progress.summary(row)
-            metric = row[cfg.early_stop_metric]
-            improved = _improved(cfg, state, metric) or val is None
-            state.epoch += 1
-            s.train_stream.start_epoch(state.epoch)
-            state.sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
-            if improved:
-                state.best, state.best_epoch, state.bad_epochs = metric, row["epoch"], 0
-            else:
-                state.bad_epochs += 1
-            payload = checkpoint_payload(s, state)
-            if improved:
-                save(s, state, checkpoint.BEST, payload)
-            save(s, state, checkpoint.LAST, payload)
-            if main:
-                write_metrics(run, state.history)
-                s.log_epoch(row)
-            if state.bad_epochs >= cfg.patience and main:
-                print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
-                      f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
+    saved = s.resumed is not None  # last.pt holds `state` as it is now
+    while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:  # a finished run stays finished
+        # A stop that came while setting up or validating, or while the last checkpoint was written
+        if any_across(s.world, stop.signal is not None):
+            return _stopped(s, state, stop, shards, run, saved)
+        figures = train_epoch(s, state, stop, progress)
+        saved = False
+        if figures is None:
+            return _stopped(s, state, stop, shards, run, saved)
+        # Every rank scores the whole validation split with the same weights, so all reach the
+        # same early-stopping decision without exchanging predictions.
+        sync_buffers(s.world, s.raw_model)
+        if s.ema is not None:
+            s.ema.copy_buffers(s.raw_model)
+        val = evaluate_batches(s, s.val_loader, s.scored_model) if s.val_loader is not None else None
+        row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
+               **{k: figures[k] for k in ("train_loss", "train_acc")},
+               "val_loss": val.loss if val else float("nan"),
+               "val_acc": val.accuracy if val else float("nan"),
+               "val_f1": val.macro_f1 if val else float("nan"),
+               "val_balanced_acc": val.balanced_accuracy if val else float("nan"),
+               **{k: figures[k] for k in ("samples_per_s", "data_wait_fraction", "seconds", "train_samples")},
+               "lost_train_samples": s.lost_samples("train"), "lost_val_samples": s.lost_samples("val")}
+        state.history.append(row)
+        progress.summary(row)
+        metric = row[cfg.early_stop_metric]
+        improved = _improved(cfg, state, metric) or val is None
+        state.epoch += 1
+        s.train_stream.start_epoch(state.epoch)
+        state.sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = metric, row["epoch"], 0
+        else:
+            state.bad_epochs += 1
+        payload = checkpoint_payload(s, state)
+        if improved:
+            save(s, state, checkpoint.BEST, payload)
+        save(s, state, checkpoint.LAST, payload)
+        saved = True
+        if main:
+            write_metrics(run, state.history)
+            s.log_epoch(row)
+        if state.bad_epochs >= cfg.patience and main:
+            print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
+                  f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
     sync_buffers(s.world, s.raw_model)
     models = [s.raw_model] + ([s.ema.model] if s.ema is not None else [])
     if s.ema is not None:

@@ -91,7 +91,9 @@ class FileProgress:
             done = self.bar.tasks[0].completed
             self.bar.update(self.task, rate=f"{done / max(time.perf_counter() - self.start, 1e-9):.0f}")
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
         if self.bar is not None:
+            if kind is not None:  # stopped part-way (Ctrl-C, SIGTERM, an error): the one line says what happened
+                self.bar.live.transient = True
             self.bar.stop()
             self.bar = None

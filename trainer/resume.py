@@ -1,5 +1,9 @@
 """The resume rules: whether `--resume` continues a run, and what it must agree with.
 
+- `--resume` needs a run folder that a run has started in: a folder that does not exist (a
+  typo'd `runs/nope`) is refused rather than silently trained from scratch. `--resume auto` is
+  the form for a job that is requeued: it continues the run if there is one and starts it
+  otherwise, on its first start and every later one alike.
 - A run folder with no checkpoint yet starts from the beginning (a run killed before its first
   checkpoint has nothing to lose); one that holds a run is refused without `--resume`.
 - The shards must be the ones the checkpoint was trained on (the manifest's fingerprint: shard
@@ -23,9 +27,20 @@ from shared.manifest import Manifest
 from trainer import checkpoint
 
 MAY_CHANGE = {"device", "batch_size", "num_workers"}  # options that may differ from the checkpoint's
+AUTO = "auto"  # `--resume auto`: continue the run if there is one, else start it
+STARTED = (checkpoint.LAST, checkpoint.BACKUP, "config.json")  # what a run leaves once it has set up
 
 
-def checkpoint_to_resume(run: Path, resume: bool) -> dict[str, Any] | None:
+def check_resumable(run: Path, resume: bool | str) -> None:
+    """Refuse `--resume` (not `--resume auto`) on a folder that no run has started in, before
+    anything creates it."""
+    if resume is True and not (run.is_dir() and any((run / name).exists() for name in STARTED)):
+        what = "does not exist" if not run.exists() else "is not a folder" if not run.is_dir() else "holds no run"
+        raise UsageError(f"--resume: {run} {what}, so there is nothing to continue; check the path, or pass "
+                         "--resume auto to start the run there when it holds none yet (as a requeued job does)")
+
+
+def checkpoint_to_resume(run: Path, resume: bool | str) -> dict[str, Any] | None:
     """The checkpoint `run` continues from, or None for a run that starts from the beginning."""
     if resume and not any((run / name).exists() for name in (checkpoint.LAST, checkpoint.BACKUP)):
         # Killed before its first checkpoint: nothing to lose, so --resume starts from the beginning.

@@ -27,7 +27,7 @@ from trainer.distributed import World, any_across, join, sum_across
 from trainer.elastic import relayout
 from trainer.ema import WeightAverage
 from trainer.models import build_model, check_input_size, model_args
-from trainer.resume import check_same_damage, checkpoint_to_resume, resumed_config
+from trainer.resume import check_resumable, check_same_damage, checkpoint_to_resume, resumed_config
 from trainer.runlock import RunLock
 from trainer.schedule import make_scheduler
 
@@ -143,7 +143,7 @@ def _check_damage(shards: Path, manifest: Manifest, policy: str,
     return good, lost
 
 
-def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
+def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str, explicit: set[str],
                  on_bad_shard: str = "fail") -> Session:
     """Everything a run needs, with its folder locked against a second training process
     (`trainer/runlock.py`; `Session.close` unlocks it)."""
@@ -151,11 +151,12 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     lock, refusal = None, None
     if world.is_main:  # the one rank that writes the run folder
         try:
+            check_resumable(run, resume)  # before the lock makes the folder
             lock = RunLock.take(run)
         except UsageError as exc:
             refusal = exc
     if any_across(world, refusal is not None):  # every rank stops, none waits at a collective
-        raise refusal or UsageError(f"{run} is being trained by another process; see rank 0's message")
+        raise refusal or UsageError(f"rank 0 refused the run folder {run}; see its message")
     try:
         session = _open_session(shards, run, cfg, resume, explicit, on_bad_shard, world)
     except BaseException:
@@ -166,7 +167,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explic
     return session
 
 
-def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool, explicit: set[str],
+def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str, explicit: set[str],
                   on_bad_shard: str, world: World) -> Session:
     manifest = Manifest.read(shards)
     if not manifest.shards("train"):
