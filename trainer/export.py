@@ -41,6 +41,7 @@ from shared.audio import decode_limit_s
 from shared.config import AudioConfig, to_dict
 from shared.errors import UsageError
 from shared.melscale import mel_filterbank
+from trainer import checkpoint
 from trainer.inference import Predictor, predictor_at
 
 OPSET = 17
@@ -186,6 +187,17 @@ def metadata(predictor: Predictor, network_only: bool) -> dict[str, str]:
             **({"stats": json.dumps(stats)} if network_only else {})}
 
 
+def run_checkpoint(run: Path) -> Path:
+    """The checkpoint a RUN argument names: a run folder's best.pt, or a checkpoint file itself."""
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise UsageError(f"{run} does not exist; pass a run folder (train's --out) or its best.pt")
+    if not (run / checkpoint.BEST).is_file():
+        raise UsageError(f"{run} has no {checkpoint.BEST}; pass a run folder that trained at least one epoch")
+    return run / checkpoint.BEST
+
+
 def export(checkpoint_path: Path, out: Path, network_only: bool = False) -> dict[str, Any]:
     """Write the checkpoint's model as ONNX to `out` (atomically); returns what was written:
     `path`, `inputs` (name -> shape), `labels`."""
@@ -193,6 +205,8 @@ def export(checkpoint_path: Path, out: Path, network_only: bool = False) -> dict
         import onnx
     except ImportError:
         raise UsageError("export needs the onnx package: pip install 'melshard[export]'") from None
+    if not Path(out).parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {Path(out).parent} does not exist; make it first")
     predictor = predictor_at(checkpoint_path, "cpu")
     problem = None if network_only else refusal(predictor.audio)
     if problem:
