@@ -219,6 +219,21 @@ def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, spl
     return frame
 
 
+def export(run: Any, out: str | Path, *, network_only: bool = False) -> Path:
+    """Write a run's best model (a run folder, a checkpoint file such as `run.best`, or a
+    `TrainResult`) to `out` as one ONNX file, as `melshard export`: input `waveform`, mono
+    float32 `[batch, samples]` at the run's sample rate (any length; decode and resample with
+    soundfile + soxr first), outputs `probabilities` `[batch, classes]` and `silent` `[batch]`;
+    `metadata_props` hold the labels and the audio config as JSON. `network_only`: the network
+    alone, its input the normalised log-mel `[batch, 1, n_mels, frames]`. Needs the `export`
+    extra (onnx); a run whose audio config no graph reproduces (`segment`) raises `UsageError`."""
+    from trainer.export import export as export_onnx
+
+    if not str(out):
+        raise UsageError("export needs an output file, e.g. out='model.onnx'")
+    return export_onnx(_checkpoint(run, "best"), Path(out), network_only)["path"]
+
+
 def features(path_or_array: str | Path | np.ndarray, audio_config: AudioConfig | Mapping[str, Any] | None = None,
              *, sr: int | None = None) -> np.ndarray:
     """The log-mel features (float16 `[n_mels, frames]`) of a file, or of samples at `sr` Hz,
@@ -242,4 +257,4 @@ def features(path_or_array: str | Path | np.ndarray, audio_config: AudioConfig |
     return array_to_mel(np.asarray(path_or_array), sr, cfg)
 
 
-__all__ = ["PreprocessResult", "TrainResult", "features", "load_model", "predict", "preprocess", "train"]
+__all__ = ["PreprocessResult", "TrainResult", "export", "features", "load_model", "predict", "preprocess", "train"]

@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "train a model from a shard folder",
     "predict": "predict a shard split or raw audio into a CSV",
     "evaluate": "score a run on labeled data and write RUN/report/",
+    "export": "write a run's model as one ONNX file, from raw waveform to class probabilities",
     "demo": "generate a corpus, preprocess, train, evaluate, predict",
 }
 

@@ -3,6 +3,7 @@
     python -m trainer train DIR --out RUN [options]          (see trainer/loop.py)
     python -m trainer predict RUN --input X --out submission.csv
     python -m trainer evaluate RUN --shards DIR [--split val]   (or --input labeled audio)
+    python -m trainer export RUN --out model.onnx [--network-only]   (see trainer/export.py)
     python -m trainer demo                                    (synthetic corpus, end to end)
 
 Every option can come from a TOML file (`--config`, keys as in `TrainConfig`); the command line
@@ -93,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (train, predict, evaluate):
         _bad_shard_option(command)
 
+    export = commands.add_parser("export", help="write the run's best model as one ONNX file (waveform -> "
+                                                "class probabilities)")
+    export.add_argument("run", help="run folder with best.pt, or a checkpoint file")
+    export.add_argument("--out", required=True, help="ONNX file to write (e.g. model.onnx)")
+    export.add_argument("--network-only", action="store_true",
+                        help="the network alone: its input is the normalised log-mel [batch, 1, n_mels, frames], "
+                             "not the waveform")
+
     demo = commands.add_parser("demo", help="generate a corpus, preprocess, train, evaluate, predict")
     demo.add_argument("--work", default="work/demo", help="folder for everything the demo makes")
     demo.add_argument("--quick", action="store_true", help="a smaller corpus and fewer epochs (for CI)")
@@ -164,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
                 evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted,
                          lost=lost_clips(files.rejected, source, args.split))
             print(plain(f"wrote {Path(args.run) / 'report'}"))
+            return 0
+        if args.command == "export":
+            from trainer.export import export, run_checkpoint
+
+            written = export(run_checkpoint(Path(args.run)), Path(args.out), args.network_only)
+            (name, shape), = written["inputs"].items()
+            rate = f" at {written['sample_rate']} Hz" if name == "waveform" else ""
+            print(plain(f"wrote {written['path']}: {name} [{', '.join(map(str, shape))}]{rate} -> probabilities "
+                        f"over {len(written['labels'])} classes"))
             return 0
         if args.command == "demo":
             # The demo spans both halves and lives above them (melshard/demo.py); this command
