@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,3 +296,53 @@ def test_a_1x1_run_killed_mid_epoch_resumes_on_2x2_seeing_every_sample_once(tiny
     assert [int(r["train_samples"]) for r in rows] == [manifest.splits["train"].samples] * 2
     assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]
     _smooth(rows, _metrics(ddp_reference[0]))
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Processes whose command line names `text` (a run folder: the launcher, ranks, loader workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigterm_to_torchruns_process_group_stops_every_rank_once_and_resumes_on_2_and_on_1(
+        tiny_shards, ddp_reference, tmp_path):
+    """As `timeout`, scancel or `docker stop` stop a torchrun job: SIGTERM to the launcher's process
+    group. torchrun forwards it to each rank's own group (the rank and its loader workers)."""
+    run = tmp_path / "run"
+    process = subprocess.Popen(_torchrun(tiny_shards, run), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_mid_epoch_checkpoint(process, run, epoch=0)
+    assert len(_descendants(process.pid)) >= 4  # two ranks, each with its loader worker
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=120)  # a rank left waiting at a collective would hang here
+    finally:
+        _kill_all(process) if process.poll() is None else None
+    time.sleep(1)
+    assert _processes_naming(str(run)) == []  # every rank and loader worker has exited
+    assert err.count("stopped by SIGTERM") == 1 and "--resume" in err  # rank 0 saved and said so
+    assert "DataLoader worker" not in err and "killed by signal" not in err
+    stopped = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    final = torch.load(ddp_reference[0] / "last.pt", map_location="cpu", weights_only=True)
+    assert stopped["step"] < final["step"]
+    on_one = tmp_path / "on-one"
+    shutil.copytree(run, on_one)
+    _resume(tiny_shards, run)
+    assert _same_weights(run, ddp_reference[0])  # on the same 2 ranks: exact
+    # On one process the epoch goes on over exactly the samples not yet seen, as after a SIGKILL.
+    alone = [sys.executable, "-m", "trainer", "train", str(tiny_shards), "--out", str(on_one), "--num-workers", "1",
+             "--resume"]  # the global batch of 8 is kept: 8 on the one process
+    resumed = subprocess.run(alone,
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming on 1 process(es) (trained on 2)" in resumed.stderr
+    manifest = Manifest.read(tiny_shards)
+    rows = _metrics(on_one)
+    assert [int(r["train_samples"]) for r in rows] == [manifest.splits["train"].samples] * 2
+    assert [int(r["step"]) for r in rows] == [int(r["step"]) for r in _metrics(ddp_reference[0])]
