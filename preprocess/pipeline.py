@@ -36,10 +36,12 @@ from shared.config import PreprocessConfig
 from shared.console import plain
 from shared.errors import UsageError
 from shared.labels import fit_labels
+from shared.location import is_remote
 from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
 from shared.rejections import rejections_csv
 from shared.runtime import available_cores
 from shared.sources import HIDDEN, SPLITS, Clip, Rejection, drop_duplicates, list_source
+from shared.targets import check_output_folder, check_outside
 
 
 @dataclass(frozen=True)
@@ -388,12 +390,24 @@ def imbalance_notes(per_class: dict[str, int], balanced: bool) -> list[str]:
             f"'{smallest}' {per_class[smallest]}); {done}"]
 
 
+def check_targets(opts: RunOptions) -> None:
+    """A local `--out` that cannot be a writable folder, or lies in a source folder, is refused
+    before the inputs are even listed (an object store URL is checked by `Output.prepare`)."""
+    if is_remote(opts.out):
+        return
+    check_output_folder(opts.out)
+    for source in (opts.src, opts.test):
+        if source is not None:
+            check_outside(opts.out, source)
+
+
 def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None) -> RunResult:
     """Preprocess `opts.src` into shards under `opts.out`; see the module docstring."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
     jobs = opts.jobs or available_cores()
     notes: list[str] = []
+    check_targets(opts)
     clips, rejections, labels = gather_inputs(opts, cfg, notes)
     plan = plan_shards(clips, labels, cfg)
     out = output(opts.out)

@@ -30,6 +30,7 @@ from shared.integrity import POLICIES
 from shared.interrupt import STOP_SIGNALS, Interrupts, StopRequest, main_process_interrupts
 from shared.location import location
 from shared.options import add_options, option_fields
+from shared.targets import check_output_folder
 
 ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predicting (a new domain: unseen "
               "speakers, another microphone); needs many clips of every class")
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.report import evaluate
 
             source = location(args.shards) if args.shards else local_input(args.input)
+            check_output_folder(Path(args.run) / "report", "the report folder")
             with main_process_interrupts(caught):
                 predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
                 where = f"{source} [{args.split}]" if args.shards else str(source)

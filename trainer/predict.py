@@ -27,6 +27,7 @@ from shared.location import is_remote
 from shared.manifest import MANIFEST, Manifest
 from shared.rejections import reason_counts, rejections_csv
 from shared.sources import Rejection
+from shared.targets import check_output_file
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 
 
@@ -140,6 +141,7 @@ def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
 
 def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
     """Write the submission CSV `out` (and its errors and windows files); the exit status."""
+    check_output_file(out, "--out", "submission.csv")  # before any work, not after it
     predictor, rows = predict_any(run, source, opts)
     predicted, windows = by_file(rows, opts.aggregate)
     write_submission(out, predictor.labels, predicted, opts.probabilities)

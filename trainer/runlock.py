@@ -6,8 +6,10 @@ ranks still live on after their launcher was killed) would otherwise both write 
 when its holder exits, however it exits (SIGKILL included), so a dead run never leaves a stale
 lock behind. A record lock (`fcntl.lockf`), not a `flock`: it belongs to the process alone, so
 the loader's worker processes forked from the trainer, which may outlive a killed trainer by a
-moment, do not hold it. The file stays (it holds the holder's pid for the message); it is the
-lock on it that counts. Record locks work on local file systems and on NFS.
+moment, do not hold it. The file holds the holder's pid for the message; it is the lock on it
+that counts. A run that ends removes the file while still holding its lock, and a taker checks
+that the file it locked is still the one at the path (else it tries again), so a lock on a file
+just removed is never taken for the run's lock. Record locks work on local file systems and NFS.
 """
 
 from __future__ import annotations
@@ -32,17 +34,24 @@ class RunLock:
     def take(cls, run: Path) -> RunLock:
         made = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+        while True:
+            fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                 os.close(fd)
-                raise
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise UsageError(f"{run} is being trained by another process{f' (pid {holder})' if holder else ''}; "
-                             "wait for it to end or stop it, or choose another --out") from None
+                raise UsageError(f"{run} is being trained by another process{f' (pid {holder})' if holder else ''}"
+                                 "; wait for it to end or stop it, or choose another --out") from None
+            try:
+                if os.stat(run / LOCK).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # locked a file its holder removed as it ended: lock the one there now
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(run, fd, made)
@@ -52,8 +61,8 @@ class RunLock:
         anything): a folder this lock created is removed again if it holds only the lock."""
         if self._fd < 0:
             return
-        if not started and self._made and [p.name for p in self.run.iterdir()] == [LOCK]:
-            (self.run / LOCK).unlink(missing_ok=True)
+        (self.run / LOCK).unlink(missing_ok=True)  # while still locked: see the module
+        if not started and self._made and not any(self.run.iterdir()):
             self.run.rmdir()
         os.close(self._fd)  # closing it drops the lock
         self._fd = -1

@@ -21,6 +21,7 @@ from shared.config import AudioConfig, TrainConfig, to_dict
 from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
 from shared.manifest import Manifest
+from shared.targets import check_output_folder
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
 from trainer.device import default_workers, pick_amp, pick_device
 from trainer.distributed import World, any_across, join, sum_across
@@ -151,6 +152,7 @@ def open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str, 
     lock, refusal = None, None
     if world.is_main:  # the one rank that writes the run folder
         try:
+            check_output_folder(run)
             check_resumable(run, resume)  # before the lock makes the folder
             lock = RunLock.take(run)
         except UsageError as exc:

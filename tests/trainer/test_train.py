@@ -300,6 +300,11 @@ def test_a_second_training_process_on_the_same_run_folder_is_refused(tiny_shards
         first.communicate()
     assert (run / "config.json").read_bytes() == config
     RunLock.take(run).release()  # nothing stale is left behind
+    assert not (run / ".lock").exists()
+
+
+def test_a_finished_run_leaves_no_lock_file(reference):
+    assert (reference / "last.pt").exists() and not (reference / ".lock").exists()
 
 
 def test_a_run_that_fails_to_start_leaves_no_folder_behind(tmp_path):
