@@ -7,12 +7,13 @@
     python -m trainer demo                                    (synthetic corpus, end to end)
 
 Every option can come from a TOML file (`--config`, keys as in `TrainConfig`); the command line
-wins. With `--resume` the run continues from RUN/last.pt with the checkpoint's configuration.
+wins. With `--resume` the run continues from RUN/last.pt with the checkpoint's configuration
+(`--resume auto`: or starts it, when RUN holds none yet).
 
 Exit status: 0 done; 2 bad usage or configuration; 1 damaged data (a shard, the manifest, a
-checkpoint) or a failed run; 128 + signal number when
-stopped by SIGTERM or Ctrl-C after saving a checkpoint; 130 when Ctrl-C stops `predict`,
-`evaluate` or a run still setting up (one line, no traceback, nothing half-written).
+checkpoint) or a failed run; 128 + signal number when one of `--stop-signals` stopped training
+after saving a checkpoint, or when Ctrl-C (130) or SIGTERM (143) stops `predict` or `evaluate`
+(one line, no traceback, nothing half-written).
 """
 
 from __future__ import annotations
