@@ -18,7 +18,7 @@ from melshard.api import PreprocessResult, TrainResult, export, features, load_m
 from melshard.loader import ShardLoader, Shards
 from shared.audio import AudioError
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, TrainConfig
-from shared.errors import ConfigError, DataError, UsageError
+from shared.errors import ConfigError, DataError, MelshardError, UsageError
 from shared.shardio import ShardError
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "AugmentConfig",
     "ConfigError",
     "DataError",
+    "MelshardError",
     "PreprocessConfig",
     "PreprocessResult",
     "ShardError",

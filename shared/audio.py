@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 
 from shared.config import AudioConfig
-from shared.errors import UsageError
+from shared.errors import MelshardError, UsageError
 from shared.melscale import mel_filterbank
 
 # Formats libsndfile decodes itself (soundfile wheels ship a libsndfile with mp3 support).
@@ -54,7 +54,7 @@ _AMIN = 1e-10  # power floor before log10, as librosa.power_to_db
 Augmentation = Callable[[np.ndarray], "tuple[np.ndarray, float]"]
 
 
-class AudioError(Exception):
+class AudioError(MelshardError):
     """A clip that cannot become a sample. `reason` is a short code for errors.csv."""
 
     def __init__(self, reason: str, detail: str):

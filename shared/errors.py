@@ -16,7 +16,13 @@ import sys
 from shared.atomic import readable
 
 
-class UsageError(Exception):
+class MelshardError(Exception):
+    """The root of every error the project raises on purpose, with a message meant for the user:
+    `UsageError`, `DataError` and `shared.audio.AudioError` (and their subclasses). An API caller
+    catches this one type; anything else is a defect."""
+
+
+class UsageError(MelshardError):
     """A mistake in the command line, a config file or the input layout (see the module doc).
 
     Entry points print the message on one line and exit with status 2.
@@ -27,7 +33,7 @@ class ConfigError(UsageError):
     """A configuration value is missing, unknown or out of range."""
 
 
-class DataError(Exception):
+class DataError(MelshardError):
     """A file that is there but cannot be used as it is: a damaged shard, manifest or checkpoint.
 
     Entry points print the message on one line and exit with status 1.

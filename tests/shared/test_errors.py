@@ -22,6 +22,7 @@ PACKAGES = ("shared", "preprocess", "trainer")
 EXAMPLES: dict[str, tuple] = {
     "shared.audio.AudioError": ("silent", "the clip is all zeros"),
     "shared.audio._CannotOpen": ("undecodable", "av: Invalid data found when processing input"),
+    "shared.errors.MelshardError": ("something the user can fix",),
     "shared.errors.UsageError": ("--jobs must be at least 1",),
     "shared.errors.ConfigError": ("audio.sr must be a positive integer, not -1",),
     "shared.errors.DataError": ("nothing in test/ could be evaluated",),
@@ -94,3 +95,16 @@ def test_an_audio_error_keeps_its_reason_and_detail():
     copy = through_a_worker(AudioError("truncated", "header claims 32000 bytes, 16000 present"))
     assert (copy.reason, copy.detail) == ("truncated", "header claims 32000 bytes, 16000 present")
     assert str(copy) == "truncated: header claims 32000 bytes, 16000 present"
+
+
+def test_every_error_meant_for_the_user_has_one_root():
+    import melshard
+    from shared.errors import MelshardError
+
+    for kind in (melshard.UsageError, melshard.ConfigError, melshard.DataError, melshard.ShardError,
+                 melshard.AudioError):
+        assert issubclass(kind, MelshardError), kind
+    try:
+        melshard.train("no/such/shards", "runs/x")
+    except MelshardError as exc:  # one type catches what the API raises on purpose
+        assert "no/such/shards" in str(exc)
