@@ -2,7 +2,7 @@
 rerun, and compare with an uninterrupted run byte for byte (shards, manifest) or tensor for
 tensor (weights). The tests in tests/reliability/ run a few kills; this runner runs many.
 
-    python bench/faults.py [--preprocess-kills 50] [--train-kills 10] [--work /tmp/melshard-faults]
+    python bench/faults.py [--preprocess-kills 50] [--train-kills 10] [--train-stops 10] [--work /tmp/melshard-faults]
 """
 
 from __future__ import annotations
@@ -138,6 +138,38 @@ def train_kills(shards: Path, work: Path, seeds: list[int], options: list[str]) 
     return kills
 
 
+def train_stops(shards: Path, work: Path, seeds: list[int], options: list[str]) -> list[Kill]:
+    """Stop `python -m trainer train` once per seed at a random moment with a signal to its whole
+    process group (SIGTERM on even seeds, SIGINT on odd ones: `timeout`, `docker stop`, Ctrl-C),
+    `--resume`, compare the weights. A stop that lands while the run is still going must end it
+    with 128 + the signal and no traceback; `partial_final_names` counts those that did not."""
+    reference = work / "reference-run"
+    shutil.rmtree(reference, ignore_errors=True)
+    duration = warm_duration(["trainer", "train", str(shards), *options], reference, work / "warm-run")
+    stops = []
+    for seed in seeds:
+        run = work / f"stopped-run-{seed}"
+        shutil.rmtree(run, ignore_errors=True)
+        sig = signal.SIGTERM if seed % 2 == 0 else signal.SIGINT
+        delay = float(np.random.default_rng(seed).uniform(0.05, 0.95) * duration)
+        process = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(shards), "--out", str(run),
+                                    *options], cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            process.wait(timeout=delay)
+            delivered = False
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, sig)
+            delivered = True
+        stderr = process.communicate()[1]
+        clean = process.returncode in (0, 128 + sig) and "Traceback" not in stderr
+        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume"])
+        stops.append(Kill(seed, delay, delivered, same_weights(run / "last.pt", reference / "last.pt"),
+                          0 if clean else 1))
+        shutil.rmtree(run)
+    return stops
+
+
 def summary(what: str, kills: list[Kill]) -> str:
     delivered = sum(k.delivered for k in kills)
     identical = sum(k.identical for k in kills)
@@ -150,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preprocess-kills", type=int, default=50)
     parser.add_argument("--train-kills", type=int, default=10)
+    parser.add_argument("--train-stops", type=int, default=10, help="group SIGTERM / SIGINT stops of training")
     parser.add_argument("--work", default="/tmp/melshard-faults")
     args = parser.parse_args()
     from tests.audio_fixtures import make_corpus
@@ -162,7 +195,7 @@ def main() -> None:
                       "n_mels = 32\n[augment]\ncopies = 1\n")
     print(f"# faults: {machine()}")
     print(f"# command: python bench/faults.py --preprocess-kills {args.preprocess_kills} "
-          f"--train-kills {args.train_kills}")
+          f"--train-kills {args.train_kills} --train-stops {args.train_stops}")
     options = ["--config", str(config), "--jobs", "2"]
     kills = preprocess_kills(src, work, list(range(args.preprocess_kills)), options)
     print(summary("preprocess SIGKILL", kills), flush=True)
@@ -171,6 +204,9 @@ def main() -> None:
                      "--epochs", "3", "--checkpoint-every", "5"]
     kills = train_kills(shards, work, list(range(args.train_kills)), train_options)
     print(summary("train SIGKILL", kills), flush=True)
+    stops = train_stops(shards, work, list(range(args.train_stops)), train_options)
+    print(summary("train group SIGTERM/SIGINT", stops).replace("damaged files under a final name",
+                                                                "unclean exits"), flush=True)
 
 
 if __name__ == "__main__":
