@@ -54,10 +54,13 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
 
 
 def plot_curves(metrics_csv: Path, path: Path) -> bool:
-    if not metrics_csv.exists():
+    """Loss, accuracy and LR per epoch from metrics.csv; False (no figure) when it has no epoch to
+    draw: missing, empty (a run stopped before its first epoch ended) or not a metrics table."""
+    try:
+        history = pd.read_csv(metrics_csv)
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         return False
-    history = pd.read_csv(metrics_csv)
-    if history.empty:
+    if history.empty or not {"epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"} <= set(history):
         return False
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(history["epoch"], history["train_loss"], label="train")
@@ -91,6 +94,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         raise DataError(f"nothing in {source} could be evaluated: "
                         f"{lost_phrase(predicted.rejected, lost, 'failed')}; "
                         f"first: {predicted.rejected[0].path}: {predicted.rejected[0].reason}")
+    if not predicted.paths:
+        raise UsageError(f"{source} has no sample to evaluate; choose another split with --split, or another input")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
     index = label_index(labels)
