@@ -26,7 +26,7 @@ from shared.labels import label_index  # noqa: E402
 from shared.rejections import rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
-from trainer.predict import lost_phrase  # noqa: E402
+from trainer.predict import check_known_labels, lost_phrase  # noqa: E402
 
 
 def _save_png(figure, path: Path) -> None:
@@ -98,10 +98,8 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         raise UsageError(f"{source} has no sample to evaluate; choose another split with --split, or another input")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
+    check_known_labels({predicted.truth[i] for i in known}, labels, source)
     index = label_index(labels)
-    unknown = sorted({predicted.truth[i] for i in known} - index.keys())
-    if unknown:
-        raise UsageError(f"{source} has labels the model never saw: {unknown[:5]}")
     y_true = np.array([index[predicted.truth[i]] for i in known])
     y_pred = predicted.probs[known].argmax(axis=1)
     report = run / "report"
