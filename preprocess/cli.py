@@ -37,14 +37,19 @@ from shared.runtime import limit_threads, tune_allocator
 RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m preprocess", beside: str = "python -m preprocess") -> argparse.ArgumentParser:
+    """The preprocess command line. `prog` is how usage lines name it, `beside` the prefix of its
+    sibling commands (`melshard preprocess` has `melshard inspect` and `melshard demo`)."""
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess",
+        prog=prog,
         description="Decode, trim, augment and turn audio into log-mel WebDataset shards.",
+        epilog=f"Also: `{beside} inspect DIR` summarises a shard folder, checks every shard and draws mel "
+               f"examples per class; `{beside} demo` preprocesses a generated corpus (no data needed).",
     )
     parser.add_argument("src", nargs="?", help="folder of class subfolders, or CSV path,label[,group][,split]")
     parser.add_argument("--out", help="output folder (or fsspec URL, e.g. s3://bucket/shards) for shards, "
-                        "manifest.json and errors.csv")
+                        "manifest.json and errors.csv (default shards/NAME, NAME being SRC's name without "
+                        "its extension)")
     parser.add_argument("--test", help="unlabeled folder or CSV (path column): the test split")
     parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--config", help="TOML file with any of these options")
@@ -172,9 +177,9 @@ DEMO_CONFIG = PreprocessConfig(
 )
 
 
-def demo_parser() -> argparse.ArgumentParser:
+def demo_parser(prog: str = "python -m preprocess demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess demo",
+        prog=prog,
         description="Generate a synthetic 8-class corpus (with a test set and a few broken "
                     "files) and preprocess it into shards.",
     )
@@ -192,8 +197,8 @@ def demo_options(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig
     return RunOptions(corpus / "train", Path(args.out), corpus / "test", args.jobs), DEMO_CONFIG
 
 
-def inspect_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preprocess inspect",
+def inspect_main(argv: list[str], prog: str = "python -m preprocess inspect") -> int:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Summarise a shard folder and draw mel examples per class.")
     parser.add_argument("folder", help="shard folder with manifest.json")
     args = parser.parse_args(argv)
@@ -226,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     return preprocess_main(argv)
 
 
-def preprocess_main(argv: list[str], demo: bool = False) -> int:
-    """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status."""
-    args = (demo_parser() if demo else build_parser()).parse_args(argv)
+def preprocess_main(argv: list[str], demo: bool = False, prog: str = "python -m preprocess",
+                    beside: str = "python -m preprocess") -> int:
+    """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status.
+    `prog` and `beside` name the command and its siblings in --help (`build_parser`)."""
+    args = (demo_parser(f"{beside} demo") if demo else build_parser(prog, beside)).parse_args(argv)
     console = Console(stderr=True)
     try:
         opts, cfg = demo_options(args) if demo else resolve(args)
