@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from rich.console import Console
 from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
-from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
+from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, check_type, from_dict, load_toml
 from shared.console import counted, plain
 from shared.errors import ConfigError, DataError, UsageError, report
 from shared.interrupt import main_process_interrupts
@@ -34,7 +35,8 @@ from shared.manifest import Manifest
 from shared.options import add_options, option_fields
 from shared.runtime import limit_threads, tune_allocator
 
-RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
+RUN_TYPES = {"src": str, "out": str, "test": str, "jobs": int, "overwrite": bool, "backend": str, "scheduler": str}
+RUN_KEYS = tuple(RUN_TYPES)
 
 
 def build_parser(prog: str = "python -m preprocess", beside: str = "python -m preprocess") -> argparse.ArgumentParser:
@@ -129,6 +131,9 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | 
         else:
             data[key] = value
     run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
+    for key, value in run_values.items():  # a TOML `overwrite = "no"` must not read as true
+        if not isinstance(value, os.PathLike):
+            check_type(key, value, RUN_TYPES[key])
     cfg = from_dict(PreprocessConfig, data)
     backend = backend or run_values.get("backend") or "local"  # the command line wins over the TOML
     given_scheduler, scheduler = scheduler, scheduler or run_values.get("scheduler")

@@ -99,10 +99,16 @@ def _check_types(config: Any, prefix: str = "") -> None:
     annotated (TOML and JSON have no tuples)."""
     for name, hint in _hints(type(config)).items():
         value = getattr(config, name)
-        if not _fits(value, hint):
-            raise ConfigError(f"{prefix}{name} must be {_kind(hint)}, got {_show(value)}")
+        check_type(prefix + name, value, hint)
         if isinstance(value, list):
             object.__setattr__(config, name, tuple(value))
+
+
+def check_type(key: str, value: Any, hint: Any) -> None:
+    """Refuse `value` unless it has the type `hint` names (int, float, bool, str, a tuple or an
+    optional of them), in one line naming `key`, the type and the value."""
+    if not _fits(value, hint):
+        raise ConfigError(f"{key} must be {_kind(hint)}, got {_show(value)}")
 
 
 @functools.cache

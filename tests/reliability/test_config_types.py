@@ -105,3 +105,16 @@ def test_preprocess_refuses_an_audio_value_of_the_wrong_type_naming_its_table(tm
     result = run_module("preprocess", str(src), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "pre.toml"))
     _one_line(result, "audio.sr must be a whole number", "'fast'")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("toml,words", [
+    ('overwrite = "no"', ("overwrite must be true or false", "'no'")),
+    ('jobs = "8"', ("jobs must be a whole number", "'8'")),
+    ("jobs = 2.5", ("jobs must be a whole number", "2.5")),
+])
+def test_preprocess_refuses_a_run_key_of_the_wrong_type(tmp_path, toml, words):
+    src = make_corpus(tmp_path / "src", per_class=2)
+    (tmp_path / "pre.toml").write_text(toml + "\n")
+    result = run_module("preprocess", str(src), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "pre.toml"))
+    _one_line(result, *words)
+    assert not (tmp_path / "out").exists()
