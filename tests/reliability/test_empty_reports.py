@@ -46,6 +46,14 @@ def test_a_corpus_with_no_sample_written_is_summarised_and_inspected(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "none: the train split has no sample" in result.stdout
     assert (out / "inspect.png").stat().st_size > 0
+    # no class and no split at all: every CSV row names a missing file
+    (tmp_path / "none.csv").write_text("path,label\nnope1.wav,a\nnope2.wav,b\n")
+    made = run_module("preprocess", str(tmp_path / "none.csv"), "--out", str(tmp_path / "none"), *SMALL)
+    _no_traceback(made)
+    assert made.returncode == 1 and "every shard was verified" not in made.stdout, made.stdout
+    result = run_module("preprocess", "inspect", str(tmp_path / "none"))
+    _no_traceback(result)
+    assert result.returncode == 0 and "none: the train split has no sample" in result.stdout, result.stdout
 
 
 def test_evaluate_with_no_validation_split_an_empty_split_and_no_epoch_in_metrics(tmp_path):
