@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import sys
 import typing
@@ -67,14 +68,14 @@ def _kind(hint: Any) -> str:
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    """Whether `value` has the type `hint` names: ints are not floats' only form (floats take
-    ints), but bools are not numbers and floats are not ints (2.5 batches, or 3.0 epochs)."""
+    """Whether `value` has the type `hint` names. A float takes an int but not inf or NaN; an int
+    takes no float (no 2.5 batches, and no 3.0 epochs either); a bool is not a number."""
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
     args = typing.get_args(hint)
@@ -108,7 +109,8 @@ def check_type(key: str, value: Any, hint: Any) -> None:
     """Refuse `value` unless it has the type `hint` names (int, float, bool, str, a tuple or an
     optional of them), in one line naming `key`, the type and the value."""
     if not _fits(value, hint):
-        raise ConfigError(f"{key} must be {_kind(hint)}, got {_show(value)}")
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        raise ConfigError(f"{key} must be {'a finite number' if infinite else _kind(hint)}, got {_show(value)}")
 
 
 @functools.cache

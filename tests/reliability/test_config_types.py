@@ -21,7 +21,7 @@ TABLES = {shared.config.AudioConfig: "audio", shared.config.AugmentConfig: "augm
 # a bool for a number and a number for a bool, a tuple of the wrong length or kind
 WRONG = {
     int: [2.5, 3.0, "3", True, None],
-    float: ["fast", True, None, [1.0]],
+    float: ["fast", True, None, [1.0], float("inf"), float("nan")],
     bool: [1, "yes", None],
     str: [3, True, None, ["cnn"]],
     float | None: ["fast", True],
