@@ -271,7 +271,7 @@ def _refused(path: Path, exc: BaseException) -> str:
     was opened and read already (`_checked`), so the real reason is its content."""
     text = _one_line(exc)
     if "does not exist or is not a regular file" in text and path.is_file():
-        text = f"unrecognised format (not a {path.suffix.lstrip('.').upper() or 'audio'} stream it can read)"
+        text = f"unrecognised format (not {path.suffix.lstrip('.').upper() or 'audio'} data)"
     return f"soundfile: {text}"
 
 

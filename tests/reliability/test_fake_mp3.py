@@ -42,7 +42,7 @@ def test_preprocess_gives_the_real_reason_and_no_decoder_chatter(tmp_path):
     assert set(errors.index) == {"low/notes.mp3", "low/noise.mp3"}
     assert set(errors["reason"]) == {"undecodable"}
     notes = errors.loc["low/notes.mp3", "detail"]
-    assert "unrecognised format" in notes and "MP3" in notes and "does not exist" not in notes, notes
+    assert "unrecognised format (not MP3 data)" in notes and "does not exist" not in notes, notes
 
 
 def test_predict_and_evaluate_keep_decoder_chatter_off_the_terminal(trained, tmp_path):
