@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "preprocess":
         from preprocess.cli import preprocess_main
 
-        return preprocess_main(rest)
+        return preprocess_main(rest, prog="melshard preprocess", beside="melshard")
     if args.command == "inspect":
         from preprocess.cli import inspect_main
 
-        return inspect_main(rest)
+        return inspect_main(rest, prog="melshard inspect")
     from trainer.cli import main as trainer_main
 
-    return trainer_main([args.command, *rest])
+    return trainer_main([args.command, *rest], prog="melshard")  # usage lines read `melshard train ...`
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from rich.console import Console
 from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
 from preprocess.synth import make_demo_corpus
-from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, from_dict, load_toml
+from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, check_type, from_dict, load_toml
 from shared.console import counted, plain
 from shared.errors import ConfigError, DataError, UsageError, report
 from shared.interrupt import Interrupts, main_process_interrupts
@@ -34,17 +35,23 @@ from shared.manifest import Manifest
 from shared.options import add_options, option_fields
 from shared.runtime import limit_threads, tune_allocator
 
-RUN_KEYS = ("src", "out", "test", "jobs", "overwrite", "backend", "scheduler")
+RUN_TYPES = {"src": str, "out": str, "test": str, "jobs": int, "overwrite": bool, "backend": str, "scheduler": str}
+RUN_KEYS = tuple(RUN_TYPES)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m preprocess", beside: str = "python -m preprocess") -> argparse.ArgumentParser:
+    """The preprocess command line. `prog` is how usage lines name it, `beside` the prefix of its
+    sibling commands (`melshard preprocess` has `melshard inspect` and `melshard demo`)."""
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess",
+        prog=prog,
         description="Decode, trim, augment and turn audio into log-mel WebDataset shards.",
+        epilog=f"Also: `{beside} inspect DIR` summarises a shard folder, checks every shard and draws mel "
+               f"examples per class; `{beside} demo` preprocesses a generated corpus (no data needed).",
     )
     parser.add_argument("src", nargs="?", help="folder of class subfolders, or CSV path,label[,group][,split]")
     parser.add_argument("--out", help="output folder (or fsspec URL, e.g. s3://bucket/shards) for shards, "
-                        "manifest.json and errors.csv")
+                        "manifest.json and errors.csv (default shards/NAME, NAME being SRC's name without "
+                        "its extension)")
     parser.add_argument("--test", help="unlabeled folder or CSV (path column): the test split")
     parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--config", help="TOML file with any of these options")
@@ -124,6 +131,9 @@ def resolve_options(data: dict[str, Any], given: dict[str, Any], backend: str | 
         else:
             data[key] = value
     run_values = {key: data.pop(key) for key in RUN_KEYS if key in data}
+    for key, value in run_values.items():  # a TOML `overwrite = "no"` must not read as true
+        if not isinstance(value, os.PathLike):
+            check_type(key, value, RUN_TYPES[key])
     cfg = from_dict(PreprocessConfig, data)
     backend = backend or run_values.get("backend") or "local"  # the command line wins over the TOML
     given_scheduler, scheduler = scheduler, scheduler or run_values.get("scheduler")
@@ -172,9 +182,9 @@ DEMO_CONFIG = PreprocessConfig(
 )
 
 
-def demo_parser() -> argparse.ArgumentParser:
+def demo_parser(prog: str = "python -m preprocess demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m preprocess demo",
+        prog=prog,
         description="Generate a synthetic 8-class corpus (with a test set and a few broken "
                     "files) and preprocess it into shards.",
     )
@@ -192,8 +202,8 @@ def demo_options(args: argparse.Namespace) -> tuple[RunOptions, PreprocessConfig
     return RunOptions(corpus / "train", Path(args.out), corpus / "test", args.jobs), DEMO_CONFIG
 
 
-def inspect_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preprocess inspect",
+def inspect_main(argv: list[str], prog: str = "python -m preprocess inspect") -> int:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Summarise a shard folder and draw mel examples per class.")
     parser.add_argument("folder", help="shard folder with manifest.json")
     args = parser.parse_args(argv)
@@ -226,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     return preprocess_main(argv)
 
 
-def preprocess_main(argv: list[str], demo: bool = False) -> int:
-    """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status."""
-    args = (demo_parser() if demo else build_parser()).parse_args(argv)
+def preprocess_main(argv: list[str], demo: bool = False, prog: str = "python -m preprocess",
+                    beside: str = "python -m preprocess") -> int:
+    """Preprocess a corpus (`demo`: the generated demo corpus) into shards; the exit status.
+    `prog` and `beside` name the command and its siblings in --help (`build_parser`)."""
+    args = (demo_parser(f"{beside} demo") if demo else build_parser(prog, beside)).parse_args(argv)
     console = Console(stderr=True)
     caught = Interrupts()
     try:

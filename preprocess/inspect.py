@@ -60,9 +60,16 @@ def _reasons(errors_file: Path) -> Counter:
         raise DataError(f"{errors_file} is damaged ({one_line(exc)}); rerun preprocessing") from None
 
 
-def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioConfig) -> None:
+def plot_grid(examples: dict[str, list[np.ndarray]], path: Path, audio: AudioConfig, empty: str = "") -> None:
+    """A grid of mels, a row per class that has one; with none, a figure saying why (`empty`)."""
     rows = [name for name, mels in examples.items() if mels]
-    columns = max((len(examples[name]) for name in rows), default=1)
+    if not rows:
+        figure = plt.figure(figsize=(6, 1.5))
+        figure.text(0.5, 0.5, empty or "no train example to show", ha="center", va="center", wrap=True)
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return
+    columns = max(len(examples[name]) for name in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns + 1.2, 1.6 * len(rows) + 0.8),
                                 squeeze=False)
     for r, name in enumerate(rows):
@@ -165,6 +172,17 @@ def inspect(folder: Path, console: Console | None = None) -> tuple[Path, list[Ba
         console.print(f"shards checked: every sample read ({samples} samples, size and sha256 as recorded)")
 
     png = folder / "inspect.png"
-    plot_grid(_examples(folder, manifest, PER_CLASS, {b.name for b in bad}), png, audio)
-    console.print(shown(f"mel examples: {png}"))
+    examples = _examples(folder, manifest, PER_CLASS, {b.name for b in bad})
+    empty = "" if any(examples.values()) else _no_examples(manifest, {b.name for b in bad})
+    plot_grid(examples, png, audio, empty)
+    console.print(shown(f"mel examples: {png}" + (f" (none: {empty})" if empty else "")), soft_wrap=True)
     return png, bad
+
+
+def _no_examples(manifest: Manifest, damaged: set[str]) -> str:
+    """Why the train split gave no mel to draw: no train sample, or only damaged shards."""
+    shards = manifest.shards("train")
+    lost = [s.name for s in shards if s.name in damaged]
+    if lost:
+        return f"every train shard with samples is damaged ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''})"
+    return "the train split has no sample" if not any(s.samples for s in shards) else "no class has an original clip"

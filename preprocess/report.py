@@ -88,7 +88,9 @@ def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: i
         console.print(rejected)
     inputs = manifest.inputs
     samples = sum(s.samples for s in splits.values())
-    if processed == 0:
+    if processed == 0 and not any(s.shards for s in splits.values()):
+        rate = "nothing to process: no input was listed as usable"
+    elif processed == 0:
         rate = "nothing to process: every shard was verified and kept"
     else:
         done = inputs.total if processed is None else processed

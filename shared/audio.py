@@ -12,6 +12,7 @@ it to librosa's `melspectrogram` + `power_to_db` within 1e-3 dB.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import shutil
@@ -29,6 +30,7 @@ import soxr
 from shared.config import AudioConfig
 from shared.errors import MelshardError, UsageError
 from shared.melscale import mel_filterbank
+from shared.native_stderr import native_chatter_dropped
 
 # Formats libsndfile decodes itself (soundfile wheels ship a libsndfile with mp3 support).
 SOUNDFILE_EXTENSIONS = frozenset(
@@ -111,11 +113,19 @@ Blocks = Iterator[tuple[int, np.ndarray]]  # (the file's sample rate, mono float
 
 
 def _soundfile_blocks(path: Path) -> Blocks:
-    """Decode with libsndfile block by block, mixing to mono as it goes (bounded memory)."""
-    with sf.SoundFile(str(path)) as handle:
+    """Decode with libsndfile block by block, mixing to mono as it goes (bounded memory).
+    libmpg123's notes on a damaged or fake MP3 are kept off the terminal around each native call."""
+    with native_chatter_dropped():
+        handle = sf.SoundFile(str(path))
+    with handle:
         rate = handle.samplerate
         dtype, scale = _INTEGER_READS.get(handle.subtype, ("float32", None))
-        while len(block := handle.read(_BLOCK_FRAMES, dtype=dtype, always_2d=True)):
+        quiet = native_chatter_dropped if handle.format == "MPEG" else contextlib.nullcontext  # only mpg123 talks
+        while True:
+            with quiet():
+                block = handle.read(_BLOCK_FRAMES, dtype=dtype, always_2d=True)
+            if not len(block):
+                break
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             yield rate, (mono.astype(np.float32) * np.float32(scale) if scale else mono)
 
@@ -255,6 +265,16 @@ def _read_with_ffmpeg_libraries(path: Path, sr: int, max_seconds: float,
     return y, rate
 
 
+def _refused(path: Path, exc: BaseException) -> str:
+    """Why libsndfile refused `path`, for errors.csv. Its MP3 reader reports a file that is not
+    an MPEG stream as 'File does not exist or is not a regular file (possibly a pipe?)': the file
+    was opened and read already (`_checked`), so the real reason is its content."""
+    text = _one_line(exc)
+    if "does not exist or is not a regular file" in text and path.is_file():
+        text = f"unrecognised format (not {path.suffix.lstrip('.').upper() or 'audio'} data)"
+    return f"soundfile: {text}"
+
+
 def _finite(y: np.ndarray) -> bool:
     """No NaN or Inf in `y`: its float32 extremes carry both (a float64 sum is 4x slower)."""
     return y.size == 0 or bool(np.isfinite(y.max()) and np.isfinite(y.min()))
@@ -293,7 +313,7 @@ def decode(path: str | Path, sr: int, max_seconds: float = MAX_DECODE_S) -> np.n
             y, rate = _read_soundfile(path, lambda rate: int(rate * max_seconds))
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             # e.g. a WAV holding a codec libsndfile lacks: FFmpeg's decoders may know it.
-            y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds, f"soundfile: {_one_line(exc)}")
+            y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds, _refused(path, exc))
     else:
         y, rate = _read_with_ffmpeg_libraries(path, sr, max_seconds)
     if y.size == 0:
@@ -356,7 +376,8 @@ def recording_seconds(path: str | Path) -> float | None:
     """A recording's length from its header (libsndfile's frame count or the container's
     duration), without decoding it; None when the file does not say."""
     try:
-        return float(sf.info(str(path)).duration)
+        with native_chatter_dropped():
+            return float(sf.info(str(path)).duration)
     except (sf.LibsndfileError, RuntimeError, ValueError):
         pass
     try:
@@ -404,7 +425,7 @@ def decode_stream(path: str | Path, sr: int) -> Iterator[np.ndarray]:
         try:
             blocks = _started(_soundfile_blocks(path))
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            tried = f"soundfile: {_one_line(exc)}"
+            tried = _refused(path, exc)
     if blocks is None:
         try:
             blocks = _started(_av_blocks(path))

@@ -8,6 +8,8 @@ from the recorded `AudioConfig` instead of from its own defaults.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import numbers
 import sys
 import typing
@@ -39,6 +41,81 @@ SEED_MAX = 2**32 - 1  # numpy's legacy generators (the stratified split) take se
 def _check_seed(value: Any) -> None:
     _require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= SEED_MAX,
              f"seed must be a whole number from 0 to {SEED_MAX} (2**32 - 1), got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# types: one check driven by the annotations, run first in every __post_init__, so that a value of
+# the wrong type (a TOML `batch_size = 2.5`, `epochs = "3"`) is refused naming its key before any
+# range check compares it. A hand-written check rather than pydantic or msgspec: neither is a
+# dependency, and these few annotations need no more than isinstance.
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _kind(hint: Any) -> str:
+    """What a value of `hint` is, in words ('a whole number', 'two numbers', ...)."""
+    if hint in _KINDS:
+        return _KINDS[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_KINDS[args[0]].removeprefix('a ')}s"
+        return f"{'two' if len(args) == 2 else len(args)} numbers [lo, hi]" if set(args) == {float} \
+            else f"a list of {len(args)} values"
+    if type(None) in args:
+        return " or ".join([_kind(a) for a in args if a is not type(None)] + ["absent"])
+    return f"a [{hint.__name__}] table" if isinstance(hint, type) else str(hint)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` has the type `hint` names. A float takes an int but not inf or NaN; an int
+    takes no float (no 2.5 batches, and no 3.0 epochs either); a bool is not a number."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if args:  # a union such as float | None
+        return any(_fits(value, a) for a in args)
+    return isinstance(value, hint)
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _check_types(config: Any, prefix: str = "") -> None:
+    """Refuse a field whose value is not of its annotated type, naming the key (`prefix` + the
+    field, as in the TOML), what it takes and what it got; lists become tuples where a tuple is
+    annotated (TOML and JSON have no tuples)."""
+    for name, hint in _hints(type(config)).items():
+        value = getattr(config, name)
+        check_type(prefix + name, value, hint)
+        if isinstance(value, list):
+            object.__setattr__(config, name, tuple(value))
+
+
+def check_type(key: str, value: Any, hint: Any) -> None:
+    """Refuse `value` unless it has the type `hint` names (int, float, bool, str, a tuple or an
+    optional of them), in one line naming `key`, the type and the value."""
+    if not _fits(value, hint):
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        raise ConfigError(f"{key} must be {'a finite number' if infinite else _kind(hint)}, got {_show(value)}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
 
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
@@ -81,6 +158,7 @@ class AudioConfig:
     min_segment_s: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_types(self, "audio.")
         _require(self.sr >= 1000, f"audio.sr must be at least 1000 Hz, got {self.sr}")
         _require(self.duration_s > 0, f"audio.duration_s must be positive, got {self.duration_s}")
         _require(self.n_fft >= 16, f"audio.n_fft must be at least 16, got {self.n_fft}")
@@ -142,6 +220,7 @@ class AugmentConfig:
     balance_cap: int = option(10, "with --balance-classes: most copies per clip")
 
     def __post_init__(self) -> None:
+        _check_types(self, "augment.")
         _require(self.copies >= 0, f"augment.copies must be >= 0, got {self.copies}")
         _require(self.balance_cap >= 0, f"augment.balance_cap must be >= 0, got {self.balance_cap}")
         _require(self.copies <= self.balance_cap or not self.balance_classes,
@@ -172,7 +251,8 @@ class PreprocessConfig:
     max_rejected: float = option(0.5, "fail when more than this share of inputs is rejected")
 
     def __post_init__(self) -> None:
-        _check_seed(self.seed)
+        _check_seed(self.seed)  # its own message gives the range, whatever the type
+        _check_types(self)
         _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
         _require(self.shard_size >= 1, "shard_size must be at least 1")
         _require(0 <= self.max_rejected <= 1, "max_rejected must be in [0, 1]")
@@ -210,8 +290,6 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = from_dict(hint, value, where=name)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
     try:
@@ -301,7 +379,8 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model")
 
     def __post_init__(self) -> None:
-        _check_seed(self.seed)
+        _check_seed(self.seed)  # its own message gives the range, whatever the type
+        _check_types(self)
         _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         _require(0 < self.width <= 8, "width must be in (0, 8]")
         _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
@@ -319,8 +398,6 @@ class TrainConfig:
         _require(0 <= self.eq_db <= 40, "eq_db must be in [0, 40] dB")
         _require(min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) >= 0,
                  "SpecAugment mask counts and widths must be >= 0")
-        for name in ("stretch", "warp", "noise_snr_db"):  # lists from JSON or to_dict become tuples again
-            object.__setattr__(self, name, tuple(getattr(self, name)))
         _require(self.train_frames >= 0 and self.shift_frames >= 0, "train_frames and shift_frames must be >= 0")
         _check_range("stretch", self.stretch, 0.5, 2.0)
         _check_range("warp", self.warp, 0.5, 2.0)

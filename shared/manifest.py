@@ -218,16 +218,41 @@ def _fetch(folder: str | Path) -> tuple[bytes, str]:
         if where.local is not None:
             return (where.local / MANIFEST).read_bytes(), path
         return where.read_bytes(MANIFEST), path
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no folder, no manifest in it, or a file (a CSV)
         run = [name for name in ("config.json", "best.pt", "last.pt") if (where.local / name).is_file()] \
             if where.local is not None else []
         if run:
             raise UsageError(f"{folder} is a training run folder (it holds {', '.join(run)}), not a shard folder; "
                              "point at the folder preprocess wrote (its --out) instead") from None
+        if where.local is not None and _holds_audio(where.local):
+            shards = Path("shards") / where.local.resolve().stem  # preprocess's own default --out
+            raise UsageError(f"{folder} holds audio, not shards: preprocess it first, `python -m preprocess {folder} "
+                             f"--out {shards}`, then point at {shards}") from None
         raise UsageError(f"{path} not found; run `python -m preprocess SRC --out {folder}` "
                          "first, or point at a finished shard folder") from None
     except (OSError, DataError) as exc:
         raise UsageError(f"cannot read {path} ({one_line(exc)}); check the shard location") from None
+
+
+def _holds_audio(path: Path) -> bool:
+    """Whether `path` is a corpus rather than shards: a CSV, or a folder with audio files in it or
+    in its subfolders (class folders), looked at two levels deep."""
+    from shared.audio import AUDIO_EXTENSIONS  # only here: a missing manifest is the rare path
+
+    def is_audio(name: str) -> bool:
+        return Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+    if path.is_file():
+        return path.suffix.lower() in (".csv", ".tsv", ".txt") or is_audio(path.name)
+    try:
+        for entry in path.iterdir():
+            if entry.is_file() and is_audio(entry.name):
+                return True
+            if entry.is_dir() and any(is_audio(name.name) for name in entry.iterdir()):
+                return True
+    except OSError:
+        return False
+    return False
 
 
 def _parse(text: str | bytes, where: str) -> Any:

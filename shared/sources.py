@@ -192,9 +192,10 @@ def list_csv(csv_path: Path, labeled: bool) -> tuple[list[Clip], list[Rejection]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         layout = "path,label[,group][,split]" if labeled else "path"
+        found = ", ".join(repr(c) for c in table.columns[:8]) + (", ..." if len(table.columns) > 8 else "")
         raise UsageError(f"CSV {csv_path} has no column {', '.join(missing)} (read as "
-                         f"{DELIMITER_NAMES[sep]}-separated); expected a header line with {layout}, "
-                         "separated by commas, tabs or semicolons")
+                         f"{DELIMITER_NAMES[sep]}-separated, its columns are {found or 'none'}); expected a "
+                         f"header line with {layout}, separated by commas, tabs or semicolons")
     rows = len(table)
     if rows == 0:
         layout = "path,label" if labeled else "path"
@@ -242,8 +243,9 @@ def list_source(src: Path, labeled: bool = True) -> tuple[list[Clip], list[Rejec
     files are `hidden` rejections (see the module docstring)."""
     src = Path(src)
     if not src.exists():
-        raise UsageError(f"{src} does not exist; pass a folder of class subfolders or a CSV "
-                         "with path,label columns")
+        raise UsageError(f"{src} does not exist; pass a folder of class subfolders or a CSV with path,label columns"
+                         if labeled else f"{src} does not exist; pass a folder of audio files or a CSV with a "
+                                         "path column")
     if src.is_file():
         if src.suffix.lower() not in (".csv", ".tsv", ".txt"):
             raise UsageError(f"{src} is a file but not a CSV; pass a folder or a .csv file")

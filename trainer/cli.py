@@ -37,6 +37,10 @@ ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predi
               "speakers, another microphone); needs many clips of every class")
 
 
+DEVICE_HELP = "where the model runs (default auto: cuda when available, else cpu)"
+JOBS_HELP = "processes decoding raw audio into features (default 0: all cores; unused for shards)"
+
+
 def _tta_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tta", nargs="?", const="shift", default="", choices=["shift", "warp"],
                          help="average the probabilities of three views of each clip: time shifts (shift, the "
@@ -49,11 +53,12 @@ def _bad_shard_option(command: argparse.ArgumentParser) -> None:
                               "or go on without it, reporting the samples lost")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description="Train from melshard shards.")
+def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
+    """The trainer command line; `prog` is how usage lines name it (`melshard` for the console command)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Train from melshard shards.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model from a shard folder")
-    train.add_argument("shards", help="shard folder written by python -m preprocess, or its URL "
+    train.add_argument("shards", help="shard folder written by preprocess (its --out), or its URL "
                                       "(https://..., s3://..., 'pipe:CMD {}')")
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, config.json)")
     train.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
@@ -75,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _tta_option(predict)
     predict.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
-    predict.add_argument("--device", default="auto", choices=list(DEVICES))
-    predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
+    predict.add_argument("--device", default="auto", choices=list(DEVICES), help=DEVICE_HELP)
+    predict.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
     predict.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
                          help="how the windows of a segmented recording combine into its row (default mean)")
     predict.add_argument("--windows", action="store_true", help="also write OUT.windows.csv, one row per window")
@@ -89,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
     _tta_option(evaluate)
     evaluate.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
-    evaluate.add_argument("--device", default="auto", choices=list(DEVICES))
-    evaluate.add_argument("--jobs", type=int, default=0)
+    evaluate.add_argument("--device", default="auto", choices=list(DEVICES), help=DEVICE_HELP)
+    evaluate.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
     evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
                           help="how the windows of a segmented recording combine into its prediction")
     for command in (train, predict, evaluate):
@@ -144,8 +149,8 @@ def local_input(text: str) -> Path:
     return where
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
+    args = build_parser(prog).parse_args(argv)
     caught = Interrupts()
     try:
         if args.command == "train":

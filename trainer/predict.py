@@ -69,9 +69,20 @@ def predict_source(predictor: Predictor, source: str | Path, opts: PredictOption
     if (source / MANIFEST).exists():
         return predict_shards(predictor, source, opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
     items, rejected = list_inputs(source, opts.labeled)
+    if opts.labeled:  # before decoding anything: scoring would refuse these labels at the end
+        check_known_labels({label for _, _, label, _ in items if label is not None}, predictor.labels, source)
     predicted = predict_files(predictor, items, opts.jobs, adapt=opts.adapt_bn)
     return Predicted(predicted.paths, predicted.probs, predicted.truth, predicted.groups,
                      rejected + predicted.rejected, predicted.offsets)
+
+
+def check_known_labels(found: set[str], labels: list[str], source: str | Path) -> None:
+    """Refuse labeled inputs with a label the model has no output for, naming them and its labels."""
+    unknown = sorted(found - set(labels))
+    if unknown:
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise UsageError(f"{source} has labels the model never saw: {unknown[:5]}{more}; it knows "
+                         f"{sorted(labels)[:10]}{' ...' if len(labels) > 10 else ''}: evaluate on those classes only")
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -26,7 +26,7 @@ from shared.labels import label_index  # noqa: E402
 from shared.rejections import rejections_csv  # noqa: E402
 from trainer.evaluation import balanced_accuracy, macro_f1, majority_baseline  # noqa: E402
 from trainer.inference import Predicted  # noqa: E402
-from trainer.predict import lost_phrase  # noqa: E402
+from trainer.predict import check_known_labels, lost_phrase  # noqa: E402
 
 
 def _save_png(figure, path: Path) -> None:
@@ -54,10 +54,13 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
 
 
 def plot_curves(metrics_csv: Path, path: Path) -> bool:
-    if not metrics_csv.exists():
+    """Loss, accuracy and LR per epoch from metrics.csv; False (no figure) when it has no epoch to
+    draw: missing, empty (a run stopped before its first epoch ended) or not a metrics table."""
+    try:
+        history = pd.read_csv(metrics_csv)
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         return False
-    history = pd.read_csv(metrics_csv)
-    if history.empty:
+    if history.empty or not {"epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"} <= set(history):
         return False
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(history["epoch"], history["train_loss"], label="train")
@@ -91,12 +94,12 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
         raise DataError(f"nothing in {source} could be evaluated: "
                         f"{lost_phrase(predicted.rejected, lost, 'failed')}; "
                         f"first: {predicted.rejected[0].path}: {predicted.rejected[0].reason}")
+    if not predicted.paths:
+        raise UsageError(f"{source} has no sample to evaluate; choose another split with --split, or another input")
     if not known:
         raise UsageError(f"{source} has no labels to evaluate against; use a labeled split or CSV")
+    check_known_labels({predicted.truth[i] for i in known}, labels, source)
     index = label_index(labels)
-    unknown = sorted({predicted.truth[i] for i in known} - index.keys())
-    if unknown:
-        raise UsageError(f"{source} has labels the model never saw: {unknown[:5]}")
     y_true = np.array([index[predicted.truth[i]] for i in known])
     y_pred = predicted.probs[known].argmax(axis=1)
     report = run / "report"
