@@ -8,13 +8,24 @@ saying what to fix) instead of printing and exiting as the command lines do.
     for mel, label in loader: ...                     # float32 [B, 1, M, T], int64 [B]
     run = melshard.train("shards/mydata", "runs/cnn", epochs=10)
     frame = melshard.predict(run, "test_audio/")      # filename, label, one column per class
+    metrics = melshard.evaluate(run, "shards/mydata")  # accuracy, macro_f1, ...; writes RUN/report/
     melshard.export(run, "model.onnx")                # waveform -> probabilities, for onnxruntime
 
 The names below are the public surface; everything else in preprocess/, trainer/ and shared/
 may change. See examples/notebook.py for a whole session.
 """
 
-from melshard.api import PreprocessResult, TrainResult, export, features, load_model, predict, preprocess, train
+from melshard.api import (
+                          PreprocessResult,
+                          TrainResult,
+                          evaluate,
+                          export,
+                          features,
+                          load_model,
+                          predict,
+                          preprocess,
+                          train,
+)
 from melshard.loader import ShardLoader, Shards
 from shared.audio import AudioError
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, TrainConfig
@@ -36,6 +47,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "UsageError",
+    "evaluate",
     "export",
     "features",
     "load_model",

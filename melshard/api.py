@@ -23,11 +23,12 @@ from melshard.loader import Shards
 from shared.audio import array_to_mel, file_to_mel
 from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
 from shared.errors import DataError, UsageError
-from shared.interrupt import STOP_SIGNALS, StopRequest
+from shared.interrupt import STOP_SIGNALS, StopRequest, main_process_interrupts
 from shared.location import location
 from shared.manifest import Manifest
 from shared.rejections import rejections_frame
 from shared.sources import Clip, Rejection, drop_duplicates
+from trainer.options import PredictOptions
 
 # ---------------------------------------------------------------------------------------------
 # preprocess
@@ -74,7 +75,6 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     """
     from preprocess.cli import failure, resolve_options
     from preprocess.pipeline import run
-    from shared.interrupt import main_process_interrupts
 
     given = {"src": str(src), "out": str(out), "test": str(test) if test else None, "jobs": jobs,
              "overwrite": overwrite or None, **overrides}
@@ -139,7 +139,14 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool | str = 
 # inference
 
 
-def load_model(run: str | Path | TrainResult, device: str = "auto", *, which: str = "best", tta: bool | str = False):
+# A library call differs from the command line in two defaults, on purpose: it returns a frame,
+# whose probability columns are wanted, and decodes in the caller's process unless asked for more.
+# Every other default is `PredictOptions`'s.
+API = replace(PredictOptions(), jobs=1, probabilities=True)
+
+
+def load_model(run: str | Path | TrainResult, device: str = API.device, *, which: str = "best",
+               tta: bool | str = False):
     """The trained model of a run as a `Predictor`: `run` is a run folder (its `best.pt`, or
     `last.pt` with `which="last"`), a `TrainResult`, or a checkpoint file itself (`run.best`,
     `"runs/cnn/last.pt"`). The `Predictor` has `.model` (eval mode), `.labels`, `.audio` (an
@@ -179,9 +186,12 @@ def _checkpoint(run: Any, which: str) -> Path:
     return path
 
 
-def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, split: str = "test", device: str = "auto",
-            tta: bool | str = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
-            allow_missing: bool = False, on_bad_shard: str = "fail", adapt_bn: bool = False) -> pd.DataFrame:
+
+
+def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, split: str = API.split,
+            device: str = API.device, tta: bool | str = False, jobs: int = API.jobs, aggregate: str = API.aggregate,
+            probabilities: bool = API.probabilities, allow_missing: bool = API.allow_missing,
+            on_bad_shard: str = API.on_bad_shard, adapt_bn: bool = API.adapt_bn) -> pd.DataFrame:
     """Predict `inputs` with a run (a run folder, a checkpoint file such as `run.best`, a
     `TrainResult`, or a model from `load_model`).
 
@@ -195,7 +205,7 @@ def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, spl
     a model passed in is changed in place, its `adapted` field says on how many clips).
     """
     from trainer.inference import Predictor, by_file, predict_files, predict_shards
-    from trainer.predict import PredictOptions, predict_source, submission_frame
+    from trainer.predict import predict_source, submission_frame
 
     predictor = run if isinstance(run, Predictor) else load_model(run, device, tta=tta)
     if isinstance(inputs, Shards):
@@ -217,6 +227,23 @@ def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, spl
     frame = submission_frame(predictor.labels, files, probabilities).reset_index(drop=True)
     frame.attrs["errors"] = rejections_frame(files.rejected, sort=True)
     return frame
+
+
+def evaluate(run: str | Path | TrainResult, data: str | Path | Shards, *, split: str = "val",
+             device: str = API.device, tta: bool | str = False, jobs: int = API.jobs, aggregate: str = API.aggregate,
+             on_bad_shard: str = API.on_bad_shard, adapt_bn: bool = API.adapt_bn) -> dict:
+    """Score a run (a run folder or a `TrainResult`) on labeled data and write RUN/report/, as
+    `melshard evaluate`: `data` is a shard folder or a `Shards` (its `split`, default val), or
+    labeled raw audio (class folders, or a CSV with path,label). Returns the metrics that
+    RUN/report/metrics.json holds (accuracy, macro_f1, balanced_accuracy, per-class figures, ...)."""
+    from trainer.predict import run_evaluate
+
+    folder = Path(run.run if isinstance(run, TrainResult) else run)
+    source = data.location if isinstance(data, Shards) else location(str(data))
+    opts = PredictOptions(split=split, device=device, tta="shift" if tta is True else tta or "", jobs=jobs,
+                          aggregate=aggregate, on_bad_shard=on_bad_shard, adapt_bn=adapt_bn)
+    with main_process_interrupts():
+        return run_evaluate(folder, source, opts)
 
 
 def export(run: Any, out: str | Path, *, network_only: bool = False) -> Path:

@@ -24,8 +24,7 @@ from shared.console import plain, shown
 from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.loop import train
-from trainer.predict import PredictOptions, predict_any, run_predict
-from trainer.report import evaluate
+from trainer.predict import PredictOptions, run_evaluate, run_predict
 
 # Small enough for a 2-core CPU in well under three minutes, accurate well above 95%.
 DEMO_TRAIN = TrainConfig(model="cnn", width=0.5, epochs=30, batch_size=32, lr=3e-3, patience=8)
@@ -53,8 +52,7 @@ def run_demo(work: Path, quick: bool = False) -> int:
         return status
 
     console.rule("3. evaluate (validation split)")
-    predictor, predicted = predict_any(run_dir, shards, PredictOptions(split="val", labeled=True))
-    evaluate(run_dir, predictor.labels, predicted, f"{shards} [val]")
+    run_evaluate(run_dir, shards, PredictOptions(split="val"))
 
     console.rule("4. predict the unlabeled test folder from raw audio")
     status = run_predict(run_dir, corpus / "test", submission, PredictOptions(split="test"))

@@ -125,12 +125,14 @@ def _check_range(name: str, value: tuple[float, float], low: float, high: float)
     )
 
 
-def option(default: Any, help: str, *, choices: Iterable[str] | None = None, flag: str | None = None) -> Any:
+def option(default: Any, help: str, *, choices: Iterable[str] | None = None, flag: str | None = None,
+           const: Any = None) -> Any:
     """A field that is also a command-line flag (`shared.options` makes it): `help` for --help,
     which adds the default unless the text says it; `choices` for a closed set; `flag` when it is
-    not the field's name. Every other field is set in a TOML `--config` only."""
+    not the field's name; `const` when the flag may be given alone (`--tta` means `--tta shift`).
+    Every other field is set in a TOML `--config` only."""
     return field(default=default, metadata={"help": help, "choices": None if choices is None else tuple(choices),
-                                            "flag": flag})
+                                            "flag": flag, "const": const})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def option_fields(cls: type) -> list[dataclasses.Field]:
@@ -28,20 +28,23 @@ def help_text(f: dataclasses.Field) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, name: Callable[[str], str] = lambda field: field,
-                ) -> list[str]:
-    """A flag for every option field of `cls`: `--NAME` (or the field's own `flag`), its value
-    under `name(field)` in the parsed arguments. Returns those names."""
+                only: Iterable[str] | None = None) -> list[str]:
+    """A flag for every option field of `cls` (or those named in `only`): `--NAME` (or the
+    field's own `flag`), its value under `name(field)` in the parsed arguments. Returns those names."""
     hints = typing.get_type_hints(cls)
     names = []
     for f in option_fields(cls):
+        if only is not None and f.name not in only:
+            continue
         dest = name(f.name)
         flag = f.metadata["flag"] or "--" + dest.replace("_", "-")
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text(f))
         else:
-            choices = f.metadata["choices"]
+            choices, const = f.metadata["choices"], f.metadata.get("const")
+            extra = {"nargs": "?", "const": const} if const is not None else {}
             parser.add_argument(flag, dest=dest, type=None if choices else hints[f.name],
                                 choices=list(choices) if choices else None, help=help_text(f),
-                                metavar=None if choices else flag[2:].replace("-", "_").upper())
+                                metavar=None if choices else flag[2:].replace("-", "_").upper(), **extra)
         names.append(dest)
     return names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -303,3 +304,43 @@ def test_shards_of_a_run_folder_says_so(run):
     with pytest.raises(melshard.UsageError, match=r"is a training run folder \(it holds config.json, best.pt"
                                                   r".*the folder preprocess wrote"):
         melshard.Shards(run.run)
+
+
+def test_each_predict_option_is_declared_once_and_the_commands_and_api_follow_it():
+    import argparse
+    import dataclasses
+    import inspect
+
+    from melshard.api import API
+    from shared.options import help_text, option_fields
+    from trainer.cli import build_parser
+    from trainer.options import SHARED, PredictOptions
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    fields = {f.name: f for f in option_fields(PredictOptions)}
+    for command, names in (("predict", set(fields)), ("evaluate", set(SHARED))):
+        flags = {a.dest: a for a in commands[command]._actions if a.dest in fields}
+        assert set(flags) == names, command
+        for name, action in flags.items():
+            assert action.default is None  # left out: the dataclass's default applies
+            assert action.help == help_text(fields[name])
+    defaults = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+    for function in (melshard.predict, melshard.evaluate):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in defaults and name not in ("tta", "split"):
+                assert parameter.default == getattr(API, name), (function.__name__, name)
+    # the API's own two choices, and nothing else, differ from the command line's
+    assert {k for k in defaults if getattr(API, k) != defaults[k]} == {"jobs", "probabilities"}
+
+
+def test_evaluate_from_python_writes_the_report_the_command_writes(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    shutil.rmtree(run / "report", ignore_errors=True)
+    metrics = melshard.evaluate(run, melshard.Shards(trained["shards"]))
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["samples"] > 0
+    assert json.loads((run / "report" / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    with pytest.raises(melshard.MelshardError):
+        melshard.evaluate(run, tmp_path / "nothing-here")

@@ -24,33 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.config import AGGREGATES, DEVICES, TrainConfig, from_dict, load_toml
+from shared.config import TrainConfig, from_dict, load_toml
 from shared.console import plain
 from shared.errors import DataError, UsageError, report
-from shared.integrity import POLICIES
 from shared.interrupt import STOP_SIGNALS, Interrupts, StopRequest, main_process_interrupts
 from shared.location import location
 from shared.options import add_options, option_fields
-from shared.targets import check_output_folder
-
-ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predicting (a new domain: unseen "
-              "speakers, another microphone); needs many clips of every class")
-
-
-DEVICE_HELP = "where the model runs (default auto: cuda when available, else cpu)"
-JOBS_HELP = "processes decoding raw audio into features (default 0: all cores; unused for shards)"
-
-
-def _tta_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--tta", nargs="?", const="shift", default="", choices=["shift", "warp"],
-                         help="average the probabilities of three views of each clip: time shifts (shift, the "
-                              "default of --tta alone) or frequency warps of 10%% either way (warp)")
-
-
-def _bad_shard_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--on-bad-shard", choices=list(POLICIES), default="fail",
-                         help="a shard whose size or sha256 differs from the manifest: stop (default) "
-                              "or go on without it, reporting the samples lost")
+from trainer.options import SHARED, PredictOptions
 
 
 def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
@@ -76,15 +56,7 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
                                                         "or CSV with a path column")
     predict.add_argument("--out", required=True, help="CSV to write (filename,label)")
     predict.add_argument("--split", default="test", help="split of a shard folder (default test)")
-    predict.add_argument("--probabilities", action="store_true", help="add one probability column per class")
-    _tta_option(predict)
-    predict.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
-    predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
-    predict.add_argument("--device", default="auto", choices=list(DEVICES), help=DEVICE_HELP)
-    predict.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
-    predict.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
-                         help="how the windows of a segmented recording combine into its row (default mean)")
-    predict.add_argument("--windows", action="store_true", help="also write OUT.windows.csv, one row per window")
+    add_options(predict, PredictOptions)  # every PredictOptions field made with `option`
 
     evaluate = commands.add_parser("evaluate", help="score a run on labeled data and write RUN/report/")
     evaluate.add_argument("run", help="run folder with best.pt")
@@ -92,14 +64,8 @@ def build_parser(prog: str = "python -m trainer") -> argparse.ArgumentParser:
     source.add_argument("--shards", help="shard folder, or its URL (https://..., s3://..., 'pipe:CMD {}')")
     source.add_argument("--input", help="labeled audio: class folders or a CSV with path,label")
     evaluate.add_argument("--split", default="val", help="split of the shard folder (default val)")
-    _tta_option(evaluate)
-    evaluate.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
-    evaluate.add_argument("--device", default="auto", choices=list(DEVICES), help=DEVICE_HELP)
-    evaluate.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
-    evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
-                          help="how the windows of a segmented recording combine into its prediction")
-    for command in (train, predict, evaluate):
-        _bad_shard_option(command)
+    add_options(evaluate, PredictOptions, only=SHARED)
+    add_options(train, PredictOptions, only=["on_bad_shard"])
 
     export = commands.add_parser("export", help="write the run's best model as one ONNX file (waveform -> "
                                                 "class probabilities)")
@@ -124,11 +90,11 @@ def train_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     return from_dict(TrainConfig, data), set(data)
 
 
-def predict_options(args: argparse.Namespace, **fixed: Any):
-    """A `PredictOptions` from the options `predict` or `evaluate` was given, and `fixed` ones."""
-    from trainer.predict import PredictOptions
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PredictOptions) if f.name in vars(args)}
+def predict_options(args: argparse.Namespace, **fixed: Any) -> PredictOptions:
+    """A `PredictOptions` from the options `predict` or `evaluate` was given (a flag left out
+    takes the dataclass's default), and `fixed` ones."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PredictOptions)
+             if getattr(args, f.name, None) is not None}
     return PredictOptions(**{**given, **fixed})
 
 
@@ -158,7 +124,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                 from trainer.loop import train
 
                 cfg, explicit = train_config(args)
-                status = train(location(args.shards), Path(args.out), cfg, args.resume, explicit, args.on_bad_shard,
+                status = train(location(args.shards), Path(args.out), cfg, args.resume, explicit,
+                               predict_options(args).on_bad_shard,
                                stop)
                 stop.ignore_from_now()  # the run is saved: a signal while the process exits changes nothing
                 return status
@@ -168,18 +135,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
             with main_process_interrupts(caught):  # Ctrl-C, SIGTERM: one line here, no worker tracebacks
                 return run_predict(Path(args.run), location(args.input), Path(args.out), predict_options(args))
         if args.command == "evaluate":
-            from trainer.inference import by_file
-            from trainer.predict import lost_clips, predict_any
-            from trainer.report import evaluate
+            from trainer.predict import run_evaluate
 
             source = location(args.shards) if args.shards else local_input(args.input)
-            check_output_folder(Path(args.run) / "report", "the report folder")
             with main_process_interrupts(caught):
-                predictor, predicted = predict_any(Path(args.run), source, predict_options(args, labeled=True))
-                where = f"{source} [{args.split}]" if args.shards else str(source)
-                files, windows = by_file(predicted, args.aggregate)
-                evaluate(Path(args.run), predictor.labels, files, where, windows=windows, adapted=predictor.adapted,
-                         lost=lost_clips(files.rejected, source, args.split))
+                run_evaluate(Path(args.run), source, predict_options(args))
             print(plain(f"wrote {Path(args.run) / 'report'}"))
             return 0
         if args.command == "export":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,26 +27,9 @@ from shared.location import is_remote
 from shared.manifest import MANIFEST, Manifest
 from shared.rejections import reason_counts, rejections_csv
 from shared.sources import Rejection
-from shared.targets import check_output_file
+from shared.targets import check_output_file, check_output_folder
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to predict and what to write (the model and its features come from the run's checkpoint)."""
-
-    split: str = "test"  # the split of a shard folder
-    labeled: bool = False  # raw audio: labels from class folders or a label column (to evaluate)
-    device: str = "auto"  # auto, cpu or cuda
-    tta: str = ""  # average over views of each clip: "shift" (time shifts) or "warp" (frequency warps)
-    jobs: int = 0  # feature processes for raw audio; 0: all cores
-    which: str = "best"  # the checkpoint: best.pt or last.pt
-    on_bad_shard: str = "fail"  # a damaged shard: stop, or "skip" it (one rejection each)
-    aggregate: str = "mean"  # how a segmented recording's windows combine into its row
-    probabilities: bool = False  # one probability column per class in the CSV
-    allow_missing: bool = False  # exit 0 even if some inputs could not be predicted
-    windows: bool = False  # also write OUT.windows.csv, one row per window
-    adapt_bn: bool = False  # re-estimate BatchNorm statistics on the inputs first (trainer/adapt.py)
+from trainer.options import PredictOptions
 
 
 def predict_any(run: Path, source: str | Path, opts: PredictOptions) -> tuple[Predictor, Predicted]:
@@ -148,6 +131,19 @@ def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
     if files:
         parts.append(f"{counted(len(files), 'input')}: {reason_counts(files)}")
     return f"{counted(clips, 'clip')} {verb} ({'; '.join(parts)})"
+
+
+def run_evaluate(run: Path, source: str | Path, opts: PredictOptions) -> dict:
+    """Score a run on labeled data (a split of a shard folder, or labeled raw audio) and write
+    RUN/report/; the metrics. `evaluate` on the command line, `melshard.evaluate` and the demo."""
+    from trainer.report import evaluate
+
+    check_output_folder(Path(run) / "report", "the report folder")
+    predictor, predicted = predict_any(Path(run), source, replace(opts, labeled=True))
+    shards = is_remote(source) or (Path(source) / MANIFEST).exists()
+    files, windows = by_file(predicted, opts.aggregate)
+    return evaluate(Path(run), predictor.labels, files, f"{source} [{opts.split}]" if shards else str(source),
+                    windows=windows, adapted=predictor.adapted, lost=lost_clips(files.rejected, source, opts.split))
 
 
 def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
