@@ -49,8 +49,14 @@ class PreprocessResult:
         return Shards(self.out)
 
 
+# A library call differs from the command line in two defaults, on purpose: it returns a frame,
+# whose probability columns are wanted, and decodes in the caller's process unless asked for more.
+# Every other default is `PredictOptions`'s.
+API = replace(PredictOptions(), jobs=1, probabilities=True)
+
+
 def _config_data(config: PreprocessConfig | Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
-    """A config in the TOML layout (top-level keys, `audio` and `augment` tables)."""
+    """A config in the TOML layout (for preprocessing: top-level keys, `audio` and `augment` tables)."""
     if config is None:
         return {}
     if isinstance(config, PreprocessConfig):
@@ -73,8 +79,8 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     `max_rejected` of its inputs, raises `DataError`. A progress bar shows with `progress=True`,
     or by default on a terminal (never with `progress=False`); warnings go to stderr.
     """
-    from preprocess.cli import failure, resolve_options
     from preprocess.pipeline import run
+    from preprocess.settings import failure, resolve_options
 
     given = {"src": str(src), "out": str(out), "test": str(test) if test else None, "jobs": jobs,
              "overwrite": overwrite or None, **overrides}
@@ -106,11 +112,14 @@ class TrainResult:
     config: TrainConfig
 
 
-def train(shards: str | Path | Shards, out: str | Path, *, resume: bool | str = False, on_bad_shard: str = "fail",
-          stop_signals: Sequence[str] = STOP_SIGNALS, **config: Any) -> TrainResult:
+def train(shards: str | Path | Shards, out: str | Path, *,
+          config: TrainConfig | Mapping[str, Any] | str | Path | None = None, resume: bool | str = False,
+          on_bad_shard: str = API.on_bad_shard, stop_signals: Sequence[str] = STOP_SIGNALS,
+          **overrides: Any) -> TrainResult:
     """Train a model on `shards` into the run folder `out`, as `python -m trainer train`.
 
-    `config` takes any `TrainConfig` field (`model="cnn"`, `width=0.5`, `epochs=10`,
+    `config` is a `TrainConfig`, a dict or a TOML file of `TrainConfig` keys (as `--config`);
+    `overrides` win over it: any `TrainConfig` field (`model="cnn"`, `width=0.5`, `epochs=10`,
     `batch_size=32`, `num_workers=1`, `device="cpu"`, ...); an unknown one raises `UsageError`.
     `resume=True` continues `out` from its last checkpoint (mid-epoch included) and refuses a
     folder no run has started in; `resume="auto"` continues a run if `out` holds one and starts
@@ -121,7 +130,9 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool | str = 
     from trainer.loop import train as train_run
 
     where = shards.location if isinstance(shards, Shards) else location(str(shards))
-    cfg = from_dict(TrainConfig, dict(config))
+    data = to_dict(config) if isinstance(config, TrainConfig) else _config_data(config)
+    data.update(overrides)
+    cfg = from_dict(TrainConfig, data)
     run = Path(out)
     if resume not in (True, False, "auto"):
         raise UsageError(f"resume must be True, False or 'auto', got {resume!r}")
@@ -130,19 +141,13 @@ def train(shards: str | Path | Shards, out: str | Path, *, resume: bool | str = 
     except ValueError as exc:
         raise UsageError(f"stop_signals: {exc}") from None
     with stop:
-        status = train_run(where, run, cfg, resume, set(config), on_bad_shard, stop)
+        status = train_run(where, run, cfg, resume, set(data), on_bad_shard, stop)
     metrics = pd.read_csv(run / "metrics.csv") if (run / "metrics.csv").exists() else pd.DataFrame()
     return TrainResult(run, metrics, run / checkpoint.BEST, run / checkpoint.LAST, status, cfg)
 
 
 # ---------------------------------------------------------------------------------------------
 # inference
-
-
-# A library call differs from the command line in two defaults, on purpose: it returns a frame,
-# whose probability columns are wanted, and decodes in the caller's process unless asked for more.
-# Every other default is `PredictOptions`'s.
-API = replace(PredictOptions(), jobs=1, probabilities=True)
 
 
 def load_model(run: str | Path | TrainResult, device: str = API.device, *, which: str = "best",

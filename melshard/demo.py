@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from preprocess.cli import DEMO_CONFIG
 from preprocess.pipeline import RunOptions, run
 from preprocess.report import summary
+from preprocess.settings import DEMO_CONFIG
 from preprocess.synth import make_demo_corpus
 from shared.config import TrainConfig
 from shared.console import plain, shown

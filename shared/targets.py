@@ -23,13 +23,13 @@ def _check_writable(path: Path, flag: str) -> None:
     """`path` (a folder to create or fill) can be made and written, by this process."""
     here = _existing_ancestor(path)
     if not here.is_dir():
-        raise UsageError(f"{flag} {path}: {here} is a file, not a folder; choose a path under a folder")
+        raise UsageError(f"cannot write to {flag} {path}: {here} is a file, not a folder; choose a path under a folder")
     try:  # the one sure test (permissions, a read-only mount, a file system that takes no new files)
         fd, probe = tempfile.mkstemp(prefix=".melshard-write-test.", dir=here)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot write in {here} ({exc.strerror}); choose a writable place") from None
+        raise UsageError(f"cannot write to {flag} {path}: {exc.strerror} in {here}; choose a writable place") from None
 
 
 def check_output_file(path: str | Path, flag: str = "--out", example: str = "out.csv") -> None:

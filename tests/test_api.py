@@ -344,3 +344,15 @@ def test_evaluate_from_python_writes_the_report_the_command_writes(trained, tmp_
     assert json.loads((run / "report" / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
     with pytest.raises(melshard.MelshardError):
         melshard.evaluate(run, tmp_path / "nothing-here")
+
+
+def test_train_takes_a_config_file_as_preprocess_does_and_keywords_win(tiny_shards, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text('model = "cnn"\nwidth = 0.25\nepochs = 1\nbatch_size = 4\nlr = 3e-3\nnum_workers = 1\n')
+    result = melshard.train(tiny_shards, tmp_path / "run", config=config, batch_size=8)
+    assert result.status == 0
+    assert (result.config.width, result.config.epochs, result.config.batch_size) == (0.25, 1, 8)
+    again = melshard.train(tiny_shards, tmp_path / "run2", config=result.config, epochs=1)
+    assert again.status == 0 and again.config == result.config
+    with pytest.raises(melshard.UsageError, match="widht"):
+        melshard.train(tiny_shards, tmp_path / "run3", config={"widht": 0.5})

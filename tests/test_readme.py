@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from preprocess.cli import RUN_KEYS, build_parser
+from preprocess.cli import build_parser
+from preprocess.settings import RUN_KEYS
 from shared.config import PreprocessConfig, from_dict, load_toml
 from tests.audio_fixtures import REPO
 

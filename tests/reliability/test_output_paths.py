@@ -22,7 +22,7 @@ def _refused(result, *words: str) -> None:
 
 @pytest.mark.parametrize("target,words", [("folder", ("is a folder", "submission.csv")),
                                           ("under a file", ("is a file, not a folder",)),
-                                          ("unwritable", ("cannot write in /proc",))])
+                                          ("unwritable", ("cannot write to --out", "in /proc"))])
 def test_predict_refuses_an_output_it_cannot_write_before_predicting(trained, tmp_path, target, words):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("x")
@@ -41,7 +41,8 @@ def test_evaluate_refuses_a_report_folder_it_cannot_write(trained, tmp_path):
     _refused(result, "the report folder", "is a file")
 
 
-@pytest.mark.parametrize("target,words", [("file", ("is a file",)), ("unwritable", ("cannot write in /proc",))])
+@pytest.mark.parametrize("target,words", [("file", ("is a file",)),
+                                          ("unwritable", ("cannot write to --out", "in /proc"))])
 def test_train_refuses_a_run_folder_it_cannot_write(tiny_shards, tmp_path, target, words):
     out = tmp_path / "run.txt" if target == "file" else UNWRITABLE
     if target == "file":
@@ -60,4 +61,4 @@ def test_preprocess_refuses_shards_inside_its_source_folder_or_on_a_file(tmp_pat
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing made in the user's audio
     (tmp_path / "taken").write_text("x")
     _refused(run_module("preprocess", str(src), "--out", str(tmp_path / "taken")), "is a file")
-    _refused(run_module("preprocess", str(src), "--out", UNWRITABLE), "cannot write in /proc")
+    _refused(run_module("preprocess", str(src), "--out", UNWRITABLE), "cannot write to --out", "in /proc")
