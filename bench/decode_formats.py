@@ -2,9 +2,9 @@
 
 Generates one 7-second clip per format (a stereo chord with a little noise at 44.1 kHz; AMR-NB
 in 3gp is 8 kHz mono, Opus is 48 kHz, as those codecs require), then times, per file:
-  - soundfile: `shared.audio._read_soundfile`, where libsndfile reads the format at all;
-  - PyAV: `shared.audio._read_av`, FFmpeg's decoders bundled in the `av` wheel, in-process;
-  - ffmpeg: `shared.audio._read_ffmpeg`, one subprocess per file (only if `ffmpeg` is on PATH);
+  - soundfile: `shared.decode._read_soundfile`, where libsndfile reads the format at all;
+  - PyAV: `shared.decode._read_av`, FFmpeg's decoders bundled in the `av` wheel, in-process;
+  - ffmpeg: `shared.decode._read_ffmpeg`, one subprocess per file (only if `ffmpeg` is on PATH);
   - decode(): what preprocessing pays, the reader `decode` picks plus soxr to 22,050 Hz.
 Each figure is the median of --repeat calls after one warm-up call, in ms per file. The one-off
 cost of `import av` in a fresh worker is printed too. PyAV's WAV time is mostly `av.open`
@@ -29,7 +29,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine
-from shared import audio
+from shared import decode as audio
 
 SR = 44100
 SECONDS = 7.0

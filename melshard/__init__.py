@@ -27,8 +27,8 @@ from melshard.api import (
                           train,
 )
 from melshard.loader import ShardLoader, Shards
-from shared.audio import AudioError
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, TrainConfig
+from shared.decode import AudioError
 from shared.errors import ConfigError, DataError, MelshardError, UsageError
 from shared.shardio import ShardError
 

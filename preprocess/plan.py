@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.audio import recording_seconds
 from shared.config import AudioConfig, PreprocessConfig, to_dict
+from shared.decode import recording_seconds
 from shared.labels import label_index
 from shared.sources import SPLITS, Clip
 

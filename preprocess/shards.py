@@ -22,8 +22,9 @@ from preprocess.augment import make_augmentation
 from preprocess.output import output
 from preprocess.plan import Item, ShardJob, copy_key, job_fingerprint
 from shared.atomic import json_bytes
-from shared.audio import AudioError, clip_to_mel, cropped_seconds, load_clip, windows
+from shared.audio import clip_to_mel, cropped_seconds, load_clip, windows
 from shared.config import PreprocessConfig
+from shared.decode import AudioError
 from shared.runtime import limit_threads, tune_allocator
 
 JOURNAL = ".melshard"

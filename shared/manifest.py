@@ -237,7 +237,7 @@ def _fetch(folder: str | Path) -> tuple[bytes, str]:
 def _holds_audio(path: Path) -> bool:
     """Whether `path` is a corpus rather than shards: a CSV, or a folder with audio files in it or
     in its subfolders (class folders), looked at two levels deep."""
-    from shared.audio import AUDIO_EXTENSIONS  # only here: a missing manifest is the rare path
+    from shared.decode import AUDIO_EXTENSIONS  # only here: a missing manifest is the rare path
 
     def is_audio(name: str) -> bool:
         return Path(name).suffix.lower() in AUDIO_EXTENSIONS

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.audio import AUDIO_EXTENSIONS
+from shared.decode import AUDIO_EXTENSIONS
 from shared.errors import UsageError
 
 SPLITS = ("train", "val", "test")

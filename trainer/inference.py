@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from shared.audio import AudioError, file_to_mels
+from shared.audio import file_to_mels
 from shared.config import AGGREGATES, AudioConfig, from_dict
+from shared.decode import AudioError
 from shared.errors import UsageError
 from shared.manifest import Manifest
 from shared.runtime import limit_threads, tune_allocator

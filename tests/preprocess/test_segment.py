@@ -13,8 +13,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.audio import decode, decode_stream, load_clip, windows
+from shared.audio import load_clip, windows
 from shared.config import AudioConfig
+from shared.decode import decode, decode_stream
 from shared.shardio import iter_samples
 from tests.audio_fixtures import CLASS_HZ, run_module, write_tiny_config
 

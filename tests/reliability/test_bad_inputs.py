@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from preprocess.pipeline import RunOptions, run
-from shared import audio
+from shared import decode as decoding
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig
 from shared.shardio import iter_samples
 from tests.audio_fixtures import REPO, tone, write_truncated_wav
@@ -92,7 +92,7 @@ def outcomes(out: Path, result) -> dict[str, str]:
 
 
 def test_every_odd_or_broken_input_becomes_a_sample_or_a_specific_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)  # as on a machine without ffmpeg
+    monkeypatch.setattr(decoding, "ffmpeg_path", lambda: None)  # as on a machine without ffmpeg
     expected = gauntlet(tmp_path / "src")
     result = run(RunOptions(tmp_path / "src", tmp_path / "out", jobs=1), CFG)
     assert outcomes(tmp_path / "out", result) == expected

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared import audio
-from shared.audio import AudioError, clip_to_mel, decode, file_to_mel, load_clip, log_mel, trim
+from shared import decode as decoding
+from shared.audio import clip_to_mel, file_to_mel, load_clip, log_mel, trim
 from shared.config import AudioConfig
+from shared.decode import AudioError, decode, ffmpeg_path
 from tests.audio_fixtures import tone, write_truncated_wav
 
 
@@ -104,7 +105,7 @@ def test_bad_files_raise_a_specific_reason(tmp_path, make, reason):
 def test_m4a_decodes_without_ffmpeg_and_a_broken_one_is_undecodable(tmp_path, monkeypatch):
     from bench.decode_formats import write_encoded
 
-    monkeypatch.setattr(audio, "ffmpeg_path", lambda: None)
+    monkeypatch.setattr(decoding, "ffmpeg_path", lambda: None)
     write_encoded(tmp_path / "voice.m4a", 0.3 * np.sin(np.arange(16000) / 5.0), 16000, "aac")
     y = decode(tmp_path / "voice.m4a", 16000)
     # AAC adds priming and pads to whole 1024-sample frames: at most 2048 samples more.
@@ -117,7 +118,7 @@ def test_m4a_decodes_without_ffmpeg_and_a_broken_one_is_undecodable(tmp_path, mo
     assert "\n" not in caught.value.detail
 
 
-@pytest.mark.skipif(audio.ffmpeg_path() is None, reason="ffmpeg is not installed")
+@pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed")
 def test_ffmpeg_decodes_what_soundfile_cannot(tmp_path):
     import subprocess
 

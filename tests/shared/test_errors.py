@@ -20,8 +20,8 @@ PACKAGES = ("shared", "preprocess", "trainer")
 
 # Constructor args per class, as the code raises it: (qualified name) -> args.
 EXAMPLES: dict[str, tuple] = {
-    "shared.audio.AudioError": ("silent", "the clip is all zeros"),
-    "shared.audio._CannotOpen": ("undecodable", "av: Invalid data found when processing input"),
+    "shared.decode.AudioError": ("silent", "the clip is all zeros"),
+    "shared.decode._CannotOpen": ("undecodable", "av: Invalid data found when processing input"),
     "shared.errors.MelshardError": ("something the user can fix",),
     "shared.errors.UsageError": ("--jobs must be at least 1",),
     "shared.errors.ConfigError": ("audio.sr must be a positive integer, not -1",),
@@ -72,7 +72,7 @@ def through_a_worker(value):
 
 def test_every_exception_class_has_an_example():
     found = {_name(c) for c in project_exceptions()}
-    assert found >= {"shared.audio.AudioError", "shared.shardio.ShardError"}  # the search itself works
+    assert found >= {"shared.decode.AudioError", "shared.shardio.ShardError"}  # the search itself works
     missing = sorted(found - EXAMPLES.keys())
     assert not missing, f"add constructor args for {missing} to EXAMPLES (and make them picklable)"
     assert not EXAMPLES.keys() - found, "EXAMPLES names a class that no longer exists"
@@ -90,7 +90,7 @@ def test_an_exception_survives_pickling_with_its_fields_and_message(cls):
 
 
 def test_an_audio_error_keeps_its_reason_and_detail():
-    from shared.audio import AudioError
+    from shared.decode import AudioError
 
     copy = through_a_worker(AudioError("truncated", "header claims 32000 bytes, 16000 present"))
     assert (copy.reason, copy.detail) == ("truncated", "header claims 32000 bytes, 16000 present")

@@ -15,9 +15,10 @@ import pytest
 import soundfile as sf
 
 from bench.decode_formats import write_encoded
-from shared import audio
-from shared.audio import AudioError, clip_to_mel, decode, file_to_mel, load_clip
+from shared import decode as audio
+from shared.audio import clip_to_mel, file_to_mel, load_clip
 from shared.config import AudioConfig
+from shared.decode import AudioError, decode
 
 SR_IN = 44100
 SR_OUT = 16000
