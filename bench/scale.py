@@ -173,8 +173,9 @@ def _folder_bytes(folder: Path) -> int:
 
 def measure(work: Path, n: int, layout: str) -> dict:
     from preprocess.cli import build_parser, resolve
+    from preprocess.journal import finished_record
     from preprocess.output import output
-    from preprocess.pipeline import finished_record, gather_inputs
+    from preprocess.pipeline import gather_inputs
     from preprocess.plan import plan_shards
     from shared.manifest import read_manifest
 

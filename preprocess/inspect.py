@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from preprocess.pipeline import imbalance_notes  # noqa: E402
+from preprocess.report import imbalance_notes  # noqa: E402
 from shared.config import AudioConfig  # noqa: E402
 from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, one_line  # noqa: E402

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import sys
@@ -26,10 +24,11 @@ import numpy as np
 from joblib import Parallel, delayed, parallel_config
 from rich.console import Console
 
+from preprocess.journal import finished_record, listing_fingerprint, plan_fingerprint, prepare_output
 from preprocess.output import Output, output
-from preprocess.plan import ShardJob, job_fingerprint, plan_shards
-from preprocess.report import track
-from preprocess.shards import JOURNAL, journal_name, write_shard
+from preprocess.plan import ShardJob, plan_shards
+from preprocess.report import class_warnings, imbalance_notes, track
+from preprocess.shards import JOURNAL, write_shard
 from preprocess.split import assign_splits
 from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
@@ -109,127 +108,6 @@ def gather_inputs(opts: RunOptions, cfg: PreprocessConfig,
                      "kept for scoring)")
     clips = assign_splits(kept, cfg.val_fraction, cfg.seed, notes)
     return clips, rejections, labels
-
-
-# Classes without a usable training clip named one line each, up to this many.
-UNUSABLE_SHOWN = 5
-
-
-def class_warnings(clips: list[Clip], labels: list[str], rejected: dict[str, int] | None = None) -> list[str]:
-    """One line each, from the clips written (`clips`: after rejections; `rejected`: each class's
-    inputs rejected while decoding): a class with no training clip (the model gets an output it
-    can never learn), fewer than two training classes (the trainer refuses them), and classes
-    with no validation clip (their F1 counts as 0 in val macro-F1) when there is a val split."""
-    lines = []
-    rejected = rejected or {}
-    trained = sorted({c.label for c in clips if c.split == "train" and c.label is not None})
-    in_val: dict[str, int] = {}
-    for clip in clips:
-        if clip.split == "val" and clip.label is not None:
-            in_val[clip.label] = in_val.get(clip.label, 0) + 1
-    unusable = [name for name in labels if name not in trained]
-    for name in unusable[:UNUSABLE_SHOWN]:
-        why = ([f"{rejected[name]} rejected, see errors.csv"] if rejected.get(name) else []) + \
-              ([f"{in_val[name]} in val only"] if in_val.get(name) else [])
-        lines.append(f"warning: class '{name}' has no usable {'training ' if in_val.get(name) else ''}clip"
-                     f"{' (' + '; '.join(why) + ')' if why else ''}: the model will never predict it; "
-                     "fix or remove its files")
-    if len(unusable) > UNUSABLE_SHOWN:
-        rest = unusable[UNUSABLE_SHOWN:]
-        lines.append(f"warning: {len(rest)} more class(es) have no usable training clip ({', '.join(rest[:5])}"
-                     f"{', ...' if len(rest) > 5 else ''}): the model will never predict them; "
-                     "fix or remove their files")
-    if len(trained) < 2:
-        lines.append(f"warning: {len(trained)} class(es) with training clips ({', '.join(trained) or 'none'}); "
-                     "`python -m trainer train` needs at least two")
-    validated = set(in_val)
-    missing = [name for name in labels if name not in validated and name in trained]
-    if validated and missing:
-        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        lines.append(f"warning: {len(missing)} class(es) have no validation clip ({shown}); val macro-F1 "
-                     "counts each as 0 and early stopping cannot see them")
-    return lines
-
-
-def plan_fingerprint(jobs: list[ShardJob], labels: list[str], cfg: PreprocessConfig) -> str:
-    payload = json.dumps([labels, [job_fingerprint(j, cfg) for j in jobs], config_fields(cfg)],
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def listing_fingerprint(jobs: list[ShardJob]) -> str:
-    """The plan without the files' sizes and times: tells "a file changed" from "other files"."""
-    payload = json.dumps([[j.name, [[i.key, i.rel, i.label, i.group, i.copies] for i in j.items]]
-                          for j in jobs])
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# the output folder
-
-
-def _ours(out: Output) -> list[str]:
-    """Files a previous run may have left in `out` (never anything else)."""
-    found = [name for split in SPLITS for name in out.names(f"{split}-*.tar")]
-    return found + out.names(".*.tmp") + [name for name in (MANIFEST, ERRORS) if out.names(name)]
-
-
-def _describe_difference(old: dict[str, Any], new: dict[str, Any], same_listing: bool = False) -> str:
-    def flat(data, prefix=""):
-        for key, value in data.items():
-            if isinstance(value, dict):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    a, b = dict(flat(old)), dict(flat(new))
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    if changed:
-        return f"config differs in {', '.join(changed)}"
-    if same_listing:
-        return "an input file was replaced or modified since: its size or modification time differs"
-    return "inputs differ: files added, removed, relabeled or moved between splits"
-
-
-def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwrite: bool,
-                   listing: str | None = None) -> None:
-    """Refuse an --out made with another config or other inputs (unless --overwrite); clear what
-    must go."""
-    plan_file = f"{JOURNAL}/plan.json"
-    text = out.read_text(plan_file)
-    previous = json.loads(text) if text is not None else None
-    leftovers = _ours(out)
-    matches = previous is not None and previous.get("fingerprint") == fingerprint
-    if overwrite and not matches:
-        for name in leftovers + out.names(journal_name("*")):
-            out.remove(name)
-    elif not matches and (previous is not None or any(name.endswith(".tar") for name in leftovers)):
-        why = _describe_difference(previous["config"], config_fields(cfg),
-                                   listing is not None and previous.get("listing") == listing) if previous else \
-            "it holds shards from an unknown run"
-        raise UsageError(f"--out {out} was made by another preprocessing run ({why}); "
-                         "pass --overwrite to replace it, or choose another --out")
-    out.remove_temporaries()  # left by a killed run; never under a final name
-    record = {"fingerprint": fingerprint, "config": config_fields(cfg)}
-    if listing is not None:
-        record["listing"] = listing
-    out.write(plan_file, json_bytes(record))
-
-
-def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
-    """The journal record of a shard that is complete in `out` and current, else None."""
-    try:
-        record = json.loads(out.read_text(journal_name(job.name)) or "null")
-        if (record and record.get("fingerprint") == job_fingerprint(job, cfg)
-                and out.problem(job.name, record["bytes"], record["sha256"], record.get("stamp")) is None):
-            stamp = out.stamp(job.name)
-            if stamp != record.get("stamp"):  # hashed and found right: later reruns need only a stat
-                record["stamp"] = stamp
-                out.write(journal_name(job.name), json_bytes(record))
-            return record
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,25 +247,6 @@ def train_counts(plan: list[ShardJob], rejected: set[tuple[str, str]] | None = N
                 clips[label] = clips.get(label, 0) + 1
                 copies[label] = copies.get(label, 0) + item.copies
     return dict(sorted(clips.items())), dict(sorted(copies.items()))
-
-
-# A train split whose largest class has more than this many times the clips of its smallest.
-IMBALANCE_RATIO = 10
-
-
-def imbalance_notes(per_class: dict[str, int], balanced: bool) -> list[str]:
-    """One warning line when the train classes are more than IMBALANCE_RATIO:1 apart."""
-    if len(per_class) < 2:
-        return []
-    largest, smallest = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
-    ratio = per_class[largest] / max(per_class[smallest], 1)
-    if ratio <= IMBALANCE_RATIO:
-        return []
-    done = "balanced with more augmented copies (--balance-classes)" if balanced else (
-        "a model may learn to answer the majority class: pass --balance-classes here, or "
-        "`trainer train --class-weights balanced`")
-    return [f"warning: the train classes are imbalanced {ratio:.0f}:1 ('{largest}' {per_class[largest]} clips, "
-            f"'{smallest}' {per_class[smallest]}); {done}"]
 
 
 def check_targets(opts: RunOptions) -> None:

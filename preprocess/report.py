@@ -14,6 +14,7 @@ from rich.table import Table
 
 from shared.console import counted, shown
 from shared.manifest import Manifest
+from shared.sources import Clip
 
 PLAIN_EVERY_S = 10.0
 
@@ -110,3 +111,62 @@ def duration(seconds: float) -> str:
     if seconds >= 1 or seconds == 0:
         return f"{seconds:.1f} s"
     return f"{seconds * 1000:.2g} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
+
+
+# Classes without a usable training clip named one line each, up to this many.
+UNUSABLE_SHOWN = 5
+
+
+def class_warnings(clips: list[Clip], labels: list[str], rejected: dict[str, int] | None = None) -> list[str]:
+    """One line each, from the clips written (`clips`: after rejections; `rejected`: each class's
+    inputs rejected while decoding): a class with no training clip (the model gets an output it
+    can never learn), fewer than two training classes (the trainer refuses them), and classes
+    with no validation clip (their F1 counts as 0 in val macro-F1) when there is a val split."""
+    lines = []
+    rejected = rejected or {}
+    trained = sorted({c.label for c in clips if c.split == "train" and c.label is not None})
+    in_val: dict[str, int] = {}
+    for clip in clips:
+        if clip.split == "val" and clip.label is not None:
+            in_val[clip.label] = in_val.get(clip.label, 0) + 1
+    unusable = [name for name in labels if name not in trained]
+    for name in unusable[:UNUSABLE_SHOWN]:
+        why = ([f"{rejected[name]} rejected, see errors.csv"] if rejected.get(name) else []) + \
+              ([f"{in_val[name]} in val only"] if in_val.get(name) else [])
+        lines.append(f"warning: class '{name}' has no usable {'training ' if in_val.get(name) else ''}clip"
+                     f"{' (' + '; '.join(why) + ')' if why else ''}: the model will never predict it; "
+                     "fix or remove its files")
+    if len(unusable) > UNUSABLE_SHOWN:
+        rest = unusable[UNUSABLE_SHOWN:]
+        lines.append(f"warning: {len(rest)} more class(es) have no usable training clip ({', '.join(rest[:5])}"
+                     f"{', ...' if len(rest) > 5 else ''}): the model will never predict them; "
+                     "fix or remove their files")
+    if len(trained) < 2:
+        lines.append(f"warning: {len(trained)} class(es) with training clips ({', '.join(trained) or 'none'}); "
+                     "`python -m trainer train` needs at least two")
+    validated = set(in_val)
+    missing = [name for name in labels if name not in validated and name in trained]
+    if validated and missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        lines.append(f"warning: {len(missing)} class(es) have no validation clip ({shown}); val macro-F1 "
+                     "counts each as 0 and early stopping cannot see them")
+    return lines
+
+
+# A train split whose largest class has more than this many times the clips of its smallest.
+IMBALANCE_RATIO = 10
+
+
+def imbalance_notes(per_class: dict[str, int], balanced: bool) -> list[str]:
+    """One warning line when the train classes are more than IMBALANCE_RATIO:1 apart."""
+    if len(per_class) < 2:
+        return []
+    largest, smallest = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+    ratio = per_class[largest] / max(per_class[smallest], 1)
+    if ratio <= IMBALANCE_RATIO:
+        return []
+    done = "balanced with more augmented copies (--balance-classes)" if balanced else (
+        "a model may learn to answer the majority class: pass --balance-classes here, or "
+        "`trainer train --class-weights balanced`")
+    return [f"warning: the train classes are imbalanced {ratio:.0f}:1 ('{largest}' {per_class[largest]} clips, "
+            f"'{smallest}' {per_class[smallest]}); {done}"]

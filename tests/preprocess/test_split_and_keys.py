@@ -136,7 +136,7 @@ def test_a_group_split_keeps_a_training_clip_of_every_class():
 
 
 def test_preprocess_warns_about_classes_without_validation_and_a_single_training_class():
-    from preprocess.pipeline import class_warnings
+    from preprocess.report import class_warnings
 
     split = [Clip("/x/a0", "a0", "a", split="train"), Clip("/x/a1", "a1", "a", split="val"),
              Clip("/x/b0", "b0", "b", split="train"), Clip("/x/t", "t", None, split="test")]
