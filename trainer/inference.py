@@ -156,10 +156,36 @@ class Predicted:
     offsets: list[float | None] | None = None  # per row: the window's start (segmented recordings)
 
 
+def aggregate(probs: np.ndarray, how: str = "confidence") -> np.ndarray:
+    """One file's class probabilities `[C]` from its windows' `[W, C]` (see `AGGREGATES`).
+
+    - `mean`: the mean of the window probabilities; every window has one vote.
+    - `max`: each class's largest window probability, renormalised: an event anywhere in a long
+      recording.
+    - `confidence`: the mean weighted by each window's confidence, 1 - its entropy over log C
+      (0 for a uniform window, 1 for a one-hot one). A window the training gave every label (a
+      background, the silence around an event) learns to answer nearly uniformly, so it
+      hardly counts, where `mean` lets the many background windows of a long recording
+      outvote the few that hear the event. With every window confident (each carries the
+      label) it is close to `mean`.
+    """
+    if how == "mean":
+        return probs.mean(axis=0)
+    if how == "max":
+        peaks = probs.max(axis=0)
+        return peaks / peaks.sum()
+    classes = probs.shape[1]
+    if classes < 2:
+        return probs.mean(axis=0)
+    clipped = np.clip(probs, 1e-12, 1.0)
+    confidence = 1.0 - (-(clipped * np.log(clipped)).sum(axis=1) / math.log(classes))
+    weights = np.clip(confidence, 0.0, None) + 1e-6  # all-uniform windows: the plain mean
+    return (weights[:, None] * probs).sum(axis=0) / weights.sum()
+
+
 def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predicted | None]:
     """(one row per file, the per-window rows or None): the windows of a segmented recording
-    (rows sharing a path) combined by the mean of their probabilities, or by each class's
-    maximum renormalised to sum 1 (`how="max"`: a short event anywhere in a long recording)."""
+    (rows sharing a path) combined by `aggregate(probs, how)`."""
     if how not in AGGREGATES:
         raise UsageError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
     rows: dict[str, list[int]] = {}
@@ -168,11 +194,7 @@ def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predict
     if len(rows) == len(predicted.paths):
         return predicted, None
     first = [members[0] for members in rows.values()]
-    if how == "mean":
-        probs = np.stack([predicted.probs[m].mean(axis=0) for m in rows.values()])
-    else:
-        peaks = np.stack([predicted.probs[m].max(axis=0) for m in rows.values()])
-        probs = peaks / peaks.sum(axis=1, keepdims=True)
+    probs = np.stack([aggregate(predicted.probs[m], how) for m in rows.values()])
     files = Predicted(list(rows), probs, [predicted.truth[i] for i in first], [predicted.groups[i] for i in first],
                       predicted.rejected)
     return files, predicted
