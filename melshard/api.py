@@ -21,7 +21,7 @@ from rich.console import Console
 
 from melshard.loader import Shards
 from shared.audio import array_to_mel, file_to_mel
-from shared.config import AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
+from shared.config import DEFAULT_AGGREGATE, AudioConfig, PreprocessConfig, TrainConfig, from_dict, load_toml, to_dict
 from shared.errors import DataError, UsageError
 from shared.interrupt import STOP_SIGNALS, StopRequest
 from shared.location import location
@@ -180,7 +180,7 @@ def _checkpoint(run: Any, which: str) -> Path:
 
 
 def predict(run: Any, inputs: str | Path | Shards | Sequence[str | Path], *, split: str = "test", device: str = "auto",
-            tta: bool | str = False, jobs: int = 1, aggregate: str = "mean", probabilities: bool = True,
+            tta: bool | str = False, jobs: int = 1, aggregate: str = DEFAULT_AGGREGATE, probabilities: bool = True,
             allow_missing: bool = False, on_bad_shard: str = "fail", adapt_bn: bool = False) -> pd.DataFrame:
     """Predict `inputs` with a run (a run folder, a checkpoint file such as `run.best`, a
     `TrainResult`, or a model from `load_model`).

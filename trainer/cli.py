@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.config import AGGREGATES, DEVICES, TrainConfig, from_dict, load_toml
+from shared.config import AGGREGATES, DEFAULT_AGGREGATE, DEVICES, TrainConfig, from_dict, load_toml
 from shared.console import plain
 from shared.errors import DataError, UsageError, report
 from shared.integrity import POLICIES
@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-missing", action="store_true", help="exit 0 even if some inputs fail")
     predict.add_argument("--device", default="auto", choices=list(DEVICES))
     predict.add_argument("--jobs", type=int, default=0, help="feature processes for raw audio (default all cores)")
-    predict.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
-                         help="how the windows of a segmented recording combine into its row (default mean)")
+    predict.add_argument("--aggregate", choices=list(AGGREGATES), default=DEFAULT_AGGREGATE,
+                         help="how the windows of a segmented recording combine into its row: mean, max, or "
+                              "confidence (default: a mean weighted by each window's confidence)")
     predict.add_argument("--windows", action="store_true", help="also write OUT.windows.csv, one row per window")
 
     evaluate = commands.add_parser("evaluate", help="score a run on labeled data and write RUN/report/")
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--adapt-bn", action="store_true", help=ADAPT_HELP)
     evaluate.add_argument("--device", default="auto", choices=list(DEVICES))
     evaluate.add_argument("--jobs", type=int, default=0)
-    evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default="mean",
-                          help="how the windows of a segmented recording combine into its prediction")
+    evaluate.add_argument("--aggregate", choices=list(AGGREGATES), default=DEFAULT_AGGREGATE,
+                          help="how the windows of a segmented recording combine into its prediction "
+                               "(default %(default)s)")
     for command in (train, predict, evaluate):
         _bad_shard_option(command)
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from shared.atomic import text_bytes, write_bytes
+from shared.config import DEFAULT_AGGREGATE
 from shared.console import counted, plain
 from shared.errors import UsageError, one_line
 from shared.location import is_remote
@@ -42,7 +43,7 @@ class PredictOptions:
     jobs: int = 0  # feature processes for raw audio; 0: all cores
     which: str = "best"  # the checkpoint: best.pt or last.pt
     on_bad_shard: str = "fail"  # a damaged shard: stop, or "skip" it (one rejection each)
-    aggregate: str = "mean"  # how a segmented recording's windows combine into its row
+    aggregate: str = DEFAULT_AGGREGATE  # how a segmented recording's windows combine into its row
     probabilities: bool = False  # one probability column per class in the CSV
     allow_missing: bool = False  # exit 0 even if some inputs could not be predicted
     windows: bool = False  # also write OUT.windows.csv, one row per window
