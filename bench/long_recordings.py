@@ -1,12 +1,12 @@
 """Long recordings with file-level labels: per-file accuracy of each `--aggregate` on FSDD digits
 preceded by seconds of loud background.
 
-Each generated recording is `--seconds` long (default 9 s): loud background (white, pink or
+Each generated recording is `--seconds` long (default 6 s): loud background (white, pink or
 brown noise, or a machine hum with a wandering tone, at a level drawn around the word's own)
-fills the first `--background` seconds (default 6), then the background drops to a faint
+fills the first `--background` seconds (default 4), then the background drops to a faint
 floor and one FSDD recording of a spoken digit is placed at a random point of the last third.
 The recording's label is the digit, its group the speaker. With `--segment` every 1 s window
-takes the recording's label, though only one or two of the nine hear the word.
+takes the recording's label, though only one or two of the six hear the word.
 
 Splits are by speaker: `--val-speakers` are the validation split (the figures that choose an
 aggregation), `--test-speakers` are held out and scored last; the others train. For each seed
@@ -16,7 +16,7 @@ then every window's probabilities are computed once and combined by every aggreg
 "last third" is the mean over the windows that start in the last third only, an oracle that
 knows where the word is: the ceiling for the model, with no background to discount.
 
-    python bench/long_recordings.py [--seeds 1,2] [--hops 0,0.5] [--takes 15] [--epochs 12]
+    python bench/long_recordings.py [--seeds 1,2] [--hops 0,0.5] [--takes 30] [--epochs 20]
 
 `write_corpus` and `long_recording` build such corpora for tests too (from any short clips).
 """
@@ -67,8 +67,8 @@ def background(kind: str, n: int, rng: np.random.Generator, sr: int = SR) -> np.
     return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
 
 
-def long_recording(event: np.ndarray, rng: np.random.Generator, sr: int = SR, seconds: float = 9.0,
-                   background_s: float = 6.0, kind: str | None = None) -> np.ndarray:
+def long_recording(event: np.ndarray, rng: np.random.Generator, sr: int = SR, seconds: float = 6.0,
+                   background_s: float = 4.0, kind: str | None = None) -> np.ndarray:
     """`seconds` of audio: loud background for the first `background_s`, then a faint floor of
     it with `event` (a short clip at `sr`) at a random point after `background_s`."""
     n, loud = int(seconds * sr), int(background_s * sr)
@@ -84,7 +84,7 @@ def long_recording(event: np.ndarray, rng: np.random.Generator, sr: int = SR, se
 
 
 def write_corpus(root: Path, events: Iterable[tuple[str, np.ndarray, str, str, str]], seed: int = 0,
-                 sr: int = SR, seconds: float = 9.0, background_s: float = 6.0) -> Path:
+                 sr: int = SR, seconds: float = 6.0, background_s: float = 4.0) -> Path:
     """Write one long recording per event `(name, samples at sr, label, group, split)` under
     `root/audio/` and `root/corpus.csv` (`path,label,group,split`); the CSV's path."""
     rng = np.random.default_rng(seed)
