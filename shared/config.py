@@ -319,7 +319,10 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 EARLY_STOP_METRICS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_balanced_acc": "max"}
 CLASS_WEIGHTS = ("none", "balanced")
-AGGREGATES = ("mean", "max")  # how a segmented recording's windows combine at prediction
+AGGREGATES = ("mean", "max", "confidence")  # how a segmented recording's windows combine at prediction
+# ... by default: a mean weighted by each window's confidence, so that background windows do not
+# outvote the few that hear the event (trainer.inference.aggregate; bench/long_recordings.py)
+DEFAULT_AGGREGATE = "confidence"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from shared.audio import file_to_mels
-from shared.config import AGGREGATES, AudioConfig, from_dict
+from shared.config import AGGREGATES, DEFAULT_AGGREGATE, AudioConfig, from_dict
 from shared.decode import AudioError
 from shared.errors import UsageError
 from shared.manifest import Manifest
@@ -39,6 +39,10 @@ CHUNK_FILES = 64  # raw audio files per worker task (8 with segmented recordings
 MODEL_BATCH = 256  # mels per forward pass
 ADAPT_BATCH = 64  # mels per forward pass while adapting BatchNorm (one size: each weighs the same)
 READ_AHEAD = 2  # chunks per worker process computed ahead of the model
+# --aggregate confidence weighs a window by (1 - entropy / log C) ** this. Of 1, 2, 4 and 8, 4 and 8
+# scored best on the validation files of bench/long_recordings.py and of its test; 4 stays nearer
+# the mean, whose every window votes, when windows are about as sure as one another.
+CONFIDENCE_POWER = 4
 T = TypeVar("T")
 
 
@@ -157,10 +161,36 @@ class Predicted:
     offsets: list[float | None] | None = None  # per row: the window's start (segmented recordings)
 
 
-def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predicted | None]:
+def aggregate(probs: np.ndarray, how: str = DEFAULT_AGGREGATE) -> np.ndarray:
+    """One file's class probabilities `[C]` from its windows' `[W, C]` (see `AGGREGATES`).
+
+    - `mean`: the mean of the window probabilities; every window has one vote.
+    - `max`: each class's largest window probability, renormalised: an event anywhere in a long
+      recording.
+    - `confidence`: the mean weighted by each window's confidence, 1 - its entropy over log C
+      (0 for a uniform window, 1 for a one-hot one), to the power `CONFIDENCE_POWER`. A window
+      the training gave every label (a background, the silence around an event) learns to
+      answer nearly uniformly, so it hardly counts, where `mean` lets the many background
+      windows of a long recording outvote the few that hear the event. With every window
+      equally sure (each carries the label) it is `mean`.
+    """
+    if how == "mean":
+        return probs.mean(axis=0)
+    if how == "max":
+        peaks = probs.max(axis=0)
+        return peaks / peaks.sum()
+    classes = probs.shape[1]
+    if classes < 2:
+        return probs.mean(axis=0)
+    clipped = np.clip(probs, 1e-12, 1.0)
+    confidence = 1.0 - (-(clipped * np.log(clipped)).sum(axis=1) / math.log(classes))
+    weights = np.clip(confidence, 0.0, None) ** CONFIDENCE_POWER + 1e-9  # all-uniform windows: the plain mean
+    return (weights[:, None] * probs).sum(axis=0) / weights.sum()
+
+
+def by_file(predicted: Predicted, how: str = DEFAULT_AGGREGATE) -> tuple[Predicted, Predicted | None]:
     """(one row per file, the per-window rows or None): the windows of a segmented recording
-    (rows sharing a path) combined by the mean of their probabilities, or by each class's
-    maximum renormalised to sum 1 (`how="max"`: a short event anywhere in a long recording)."""
+    (rows sharing a path) combined by `aggregate(probs, how)`."""
     if how not in AGGREGATES:
         raise UsageError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
     rows: dict[str, list[int]] = {}
@@ -169,11 +199,7 @@ def by_file(predicted: Predicted, how: str = "mean") -> tuple[Predicted, Predict
     if len(rows) == len(predicted.paths):
         return predicted, None
     first = [members[0] for members in rows.values()]
-    if how == "mean":
-        probs = np.stack([predicted.probs[m].mean(axis=0) for m in rows.values()])
-    else:
-        peaks = np.stack([predicted.probs[m].max(axis=0) for m in rows.values()])
-        probs = peaks / peaks.sum(axis=1, keepdims=True)
+    probs = np.stack([aggregate(predicted.probs[m], how) for m in rows.values()])
     files = Predicted(list(rows), probs, [predicted.truth[i] for i in first], [predicted.groups[i] for i in first],
                       predicted.rejected)
     return files, predicted

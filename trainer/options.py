@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import AGGREGATES, DEVICES, option
+from shared.config import AGGREGATES, DEFAULT_AGGREGATE, DEVICES, option
 from shared.integrity import POLICIES
 
 ADAPT_HELP = ("re-estimate the BatchNorm statistics on these inputs before predicting (a new domain: unseen "
@@ -32,8 +32,9 @@ class PredictOptions:
                           "default of --tta alone) or frequency warps of 10%% either way (warp) (default: off)",
                       choices=("shift", "warp"), const="shift")
     adapt_bn: bool = option(False, ADAPT_HELP)
-    aggregate: str = option("mean", "how the windows of a segmented recording combine into one prediction",
-                            choices=AGGREGATES)
+    aggregate: str = option(DEFAULT_AGGREGATE, "how the windows of a segmented recording combine into one "
+                                               "prediction: mean, max, or confidence (a mean weighted by each "
+                                               "window's confidence)", choices=AGGREGATES)
     on_bad_shard: str = option("fail", "a shard whose size or sha256 differs from the manifest: stop (default "
                                        "fail) or go on without it, reporting the samples lost", choices=POLICIES)
     probabilities: bool = option(False, "add one probability column per class")

@@ -6,7 +6,7 @@ X is a shard folder (its `test` split, or `--split`) or raw audio (a folder or a
 each later listing of a file listed twice (`duplicate_path`), go to `<out>.errors.csv` and make
 the exit status 1, unless `--allow-missing`. The windows of a
 segmented recording (`--segment` at preprocessing) give one row per file, their probabilities
-combined by `--aggregate` (mean or max); `--windows` also writes `<out>.windows.csv`, one row per
+combined by `--aggregate` (mean, max or confidence); `--windows` also writes `<out>.windows.csv`, one row per
 window.
 """
 
