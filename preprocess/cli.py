@@ -27,7 +27,7 @@ from preprocess.settings import CONFIG_OPTIONS, DEMO_CONFIG, failure, flat_name,
 from preprocess.synth import make_demo_corpus
 from shared.config import PreprocessConfig, load_toml
 from shared.console import counted, plain
-from shared.errors import DataError, UsageError, report
+from shared.errors import MelshardError, exit_status
 from shared.interrupt import Interrupts, main_process_interrupts
 from shared.manifest import Manifest
 from shared.options import add_options, option_fields
@@ -99,11 +99,8 @@ def inspect_main(argv: list[str], prog: str = "python -m preprocess inspect") ->
 
     try:
         _, bad = inspect(Path(args.folder))
-    except (UsageError, DataError, OSError) as exc:  # a damaged manifest or shard: one line, as everywhere
-        status = report(exc, "rerun the same command")
-        if status is None:
-            raise
-        return status
+    except (MelshardError, OSError) as exc:  # a damaged manifest or shard: one line, as everywhere
+        return exit_status(exc, "rerun the same command")
     if bad:  # named above; the status tells a script that these shards are not fit to train on
         print(plain(f"error: {counted(len(bad), 'damaged shard')} in {args.folder}; rerun the "
                     f"same `python -m preprocess ... --out {args.folder}` to rewrite "
@@ -144,11 +141,8 @@ def preprocess_main(argv: list[str], demo: bool = False, prog: str = "python -m 
     except KeyboardInterrupt:
         print(caught.line("finished shards are kept; rerun the same command to resume"), file=sys.stderr)
         return caught.status
-    except (UsageError, DataError, OSError) as exc:
-        status = report(exc, "rerun the same command (finished shards are kept)")
-        if status is None:
-            raise
-        return status
+    except (MelshardError, OSError) as exc:
+        return exit_status(exc, "rerun the same command (finished shards are kept)")
     manifest = Manifest.from_dict(result.manifest)
     summary(manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:

@@ -81,3 +81,12 @@ def report(exc: BaseException, rerun: str) -> int | None:
         print(readable(f"error: {disk_full_line(exc, rerun)}"), file=sys.stderr)
         return 1
     return None
+
+
+def exit_status(exc: BaseException, rerun: str) -> int:
+    """The exit status of an entry point that caught `exc`, after printing its one line
+    (`report`); an exception that is not the user's to act on is raised again, traceback and all."""
+    status = report(exc, rerun)
+    if status is None:
+        raise exc
+    return status

@@ -26,7 +26,7 @@ from typing import Any
 
 from shared.config import TrainConfig, from_dict, load_toml
 from shared.console import plain
-from shared.errors import DataError, UsageError, report
+from shared.errors import MelshardError, UsageError, exit_status
 from shared.interrupt import STOP_SIGNALS, Interrupts, StopRequest, main_process_interrupts
 from shared.location import location
 from shared.options import add_options, option_fields
@@ -165,9 +165,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trainer") -> int:
                 "train": "rerun the same command, with --resume once a checkpoint exists"}.get(args.command, "")
         print(plain(caught.line(what)), file=sys.stderr)
         return caught.status
-    except (UsageError, DataError, OSError) as exc:
-        status = report(exc, "rerun with --resume (the last complete checkpoint is kept)")
-        if status is None:
-            raise
-        return status
+    except (MelshardError, OSError) as exc:
+        return exit_status(exc, "rerun with --resume (the last complete checkpoint is kept)")
     return 2
