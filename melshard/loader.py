@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader
 
 from shared.config import AudioConfig, PreprocessConfig
 from shared.errors import UsageError
-from shared.interrupt import ignore_in_worker
 from shared.location import location
 from shared.manifest import Manifest
 from trainer.data import BandNorm, ShardStream, checked_shards, iter_batches, shards_of
@@ -153,8 +152,7 @@ class ShardLoader:
             workers = self.num_workers
             self._loader = DataLoader(self.stream, batch_size=None, num_workers=workers,
                                       pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                      prefetch_factor=2 if workers else None,
-                                      worker_init_fn=ignore_in_worker)  # stop signals are the caller's
+                                      prefetch_factor=2 if workers else None)
         return self._loader
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -8,8 +8,9 @@ that dies of the signal takes the run down with a traceback of its own ("DataLoa
 
 - Workers never act on a stop signal. They are started while the main thread blocks the signals
   (`blocked`; a forked or spawned child inherits the mask), and a DataLoader worker then ignores
-  them for good (`ignore_in_worker`, its `worker_init_fn`); loky workers keep them blocked.
-  Either way a worker still ends with its parent (the pool kills it, or its watchdog notices).
+  them for good (`ignore_in_worker`, its `worker_init_fn`; SIGTERM only when its parent did not
+  send it); loky workers keep them blocked. Either way a worker still ends with its parent (the
+  pool kills it, or the kernel does when the parent dies).
 - Training checkpoints and stops: `StopRequest` turns each of its signals into a flag that the
   loop looks at after every step (trainer/loop.py).
 - Everything else (preprocess, predict, evaluate) stops at once: inside
@@ -24,6 +25,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import ctypes
+import os
 import signal
 import sys
 import threading
@@ -80,19 +82,40 @@ def blocked(signals: Iterable[int]) -> Iterator[None]:
 
 
 def ignore_in_worker(*_: object, signals: Iterable[int] = STOPPABLE) -> None:
-    """In a worker process (a DataLoader's `worker_init_fn`): ignore `signals` from now on (one
-    that came already is dropped), and die with the parent. The main process decides what a stop
-    signal means."""
+    """In a worker process (a DataLoader's `worker_init_fn`): ignore `signals` sent to the process
+    group from now on (one that came already is dropped), and die with the parent. The main
+    process decides what a stop signal means.
+
+    SIGTERM alone is kept for the parent: it is how the parent ends a worker that does not stop
+    by itself (`Process.terminate`, and multiprocessing's clean-up of daemonic workers at exit,
+    which would otherwise wait for it forever). It stays blocked, and a thread takes each one:
+    sent by the parent, the worker ends as SIGTERM ends it; sent by anyone else (a group's stop),
+    it is dropped."""
     signals = set(signals)
-    for sig in signals:
+    others = signals - {signal.SIGTERM}
+    for sig in others:
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, others)
+        if signal.SIGTERM in signals:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # here and in threads started later
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the handler a forked worker inherits
+            threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), name="sigterm", daemon=True).start()
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         # Killed with the parent at once (a SIGKILL'd trainer), not when the worker's watchdog
         # next looks (every 5 s).
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _end_on_parents_sigterm(parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # SIG_DFL: the worker ends here
 
 
 class StopRequest:

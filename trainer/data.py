@@ -311,6 +311,15 @@ def make_loader(stream: ShardStream, pin_memory: bool, prefetch_factor: int) -> 
     )
 
 
+def close_loader(loader: DataLoader | None) -> None:
+    """End a loader's workers now. Left to the end of the process, a failed run's workers would
+    be ended by multiprocessing's clean-up while torch still watches them, which it reports as a
+    traceback ("DataLoader worker ... is killed by signal")."""
+    iterator = getattr(loader, "_iterator", None)  # persistent workers live in the loader's iterator
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
 def shards_of(manifest: Manifest, split: str) -> list[Shard]:
     """A split's shards as the loader takes them (none when the folder has no such split)."""
     return [Shard(s.name, s.samples) for s in manifest.shards(split)]

@@ -22,7 +22,7 @@ from shared.errors import DataError, UsageError
 from shared.integrity import BadShard, describe_loss
 from shared.manifest import Manifest
 from shared.targets import check_output_folder
-from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, make_loader
+from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, close_loader, make_loader
 from trainer.device import default_workers, pick_amp, pick_device
 from trainer.distributed import World, any_across, join, sum_across
 from trainer.elastic import relayout
@@ -120,6 +120,8 @@ class Session:
             self.writer.flush()
 
     def close(self) -> None:
+        for loader in (self.train_loader, self.val_loader):
+            close_loader(loader)
         if self.writer is not None:
             self.writer.close()
         if self.lock is not None:
