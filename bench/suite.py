@@ -322,8 +322,9 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                     continue
                 start = time.perf_counter()
                 if shards is None:
-                    shards, prep = fold_shards(corpus, features, split_table(frame, corpus, fold, opts.mode),
-                                               opts.cache, opts.jobs)
+                    table = split_table(frame, corpus, fold, opts.mode)
+                    scored = sorted(set(table["group"][table["split"] == "test"]))
+                    shards, prep = fold_shards(corpus, features, table, opts.cache, opts.jobs)
                 else:
                     prep = 0.0
                 run = opts.cache / "runs" / key[:16]
@@ -335,14 +336,17 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                 figures = score(run, shards)
                 record = {"key": key, "protocol": PROTOCOL, "mode": opts.mode, "recipe": opts.recipe.name,
                           "train": opts.recipe.train, "features": features, "corpus": corpus.name,
-                          "fold": names[fold], "seed": seed, **figures, "epochs": int(len(metrics)),
+                          "fold": names[fold], "seed": seed,
+                          "scored_groups": len(scored), "scored": scored[:6], **figures, "epochs": int(len(metrics)),
                           "preprocess_s": round(prep, 1), "train_s": round(train_s, 1),
                           "wall_s": round(time.perf_counter() - start, 1), "commit": commit(),
                           "date": time.strftime("%Y-%m-%d %H:%M")}
                 append_record(opts.results, record)
                 if not opts.keep_runs:
                     shutil.rmtree(run, ignore_errors=True)
-                say(f"{corpus.name:16s} {names[fold]:10s} seed {seed}: accuracy {figures['accuracy']:.2%}  "
+                where = ", ".join(scored) if len(scored) <= 2 else f"{len(scored)} groups"
+                say(f"{corpus.name:16s} {names[fold]:10s} seed {seed} (scored on {where}): "
+                    f"accuracy {figures['accuracy']:.2%}  "
                     f"macro-F1 {figures['macro_f1']:.4f}  balanced {figures['balanced_accuracy']:.2%}  "
                     f"({figures['clips']} clips, {record['epochs']} epochs, {record['wall_s']:.0f} s)")
                 out.append(record)
@@ -423,7 +427,8 @@ def main(argv: list[str] | None = None) -> None:
           + (f" features {json.dumps(recipe.features, sort_keys=True)}" if recipe.features else ""))
     start = time.perf_counter()
     records = run_suite(opts, lambda line: print(line, flush=True))
-    scored = "selection groups of each training fold" if opts.mode == "select" else "test folds"
+    scored = ("selection groups carved from each fold's training groups; the fold's own groups left out"
+              if opts.mode == "select" else "each fold's own groups")
     print(f"# {opts.mode} figures ({scored}), {time.perf_counter() - start:.0f} s of wall time in this run; "
           f"records in {results}")
     print(summary(records))

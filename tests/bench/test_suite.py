@@ -88,6 +88,7 @@ def test_results_append_and_resume(tmp_path):
     record = json.loads(results.read_text())
     assert record["fold"] == "g0" and record["seed"] == 0 and record["mode"] == "select"
     assert 0 <= record["accuracy"] <= 1 and record["clips"] == 15  # one carved group of 3 x 5 clips
+    assert record["scored_groups"] == 1 and record["scored"] != ["g0"]
     assert set(record) >= {"macro_f1", "balanced_accuracy", "train", "features", "commit", "wall_s"}
 
     again = suite.run_suite(opts([0, 1]), say=lambda line: None)  # seed 0 is recorded: only seed 1 trains
