@@ -150,13 +150,15 @@ def assign_folds(frame: pd.DataFrame, corpus: Corpus) -> tuple[pd.Series, list[s
     return unit.map(where), [f"fold{i}" for i in range(corpus.folds)]
 
 
-def carve(unit: pd.Series, fraction: float, seed: int) -> set[str]:
+def carve(unit: pd.Series, fraction: float, seed: int, among: set[str] | None = None) -> set[str]:
     """Whole units, in a seeded order, until they hold `fraction` of the clips (at least one
-    unit, never all of them)."""
+    unit, never all of them); only units in `among` when given."""
     sizes = unit.value_counts().sort_index()
     order = sizes.index[np.random.default_rng(seed).permutation(len(sizes))]
+    if among is not None:
+        order = [u for u in order if u in among]
     chosen, held = set(), 0
-    for u in order[:-1]:
+    for u in order[: len(sizes) - 1]:
         if chosen and held >= fraction * len(unit):
             break
         chosen.add(u)
@@ -177,13 +179,15 @@ def _val_clips(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
 
 def split_table(frame: pd.DataFrame, corpus: Corpus, fold: int, mode: str) -> pd.DataFrame:
     """path,label,group,split for one outer fold. select: the fold's test clips left out, selection
-    groups from the training fold as `test`; test: the fold as `test`. Either way a clip-level
-    `val` of the training groups for early stopping."""
-    folds, _ = assign_folds(frame, corpus)
+    groups as `test`, drawn from the next fold's groups (so each fold's are different ones, and
+    leaving one speaker out each speaker is scored once); test: the fold as `test`. Either way a
+    clip-level `val` of the training groups for early stopping."""
+    folds, names = assign_folds(frame, corpus)
     unit = units(frame, corpus.loose_groups)
     if mode == "select":
         rest = frame[folds != fold]
-        scored = unit[rest.index].isin(carve(unit[rest.index], SELECT_FRACTION, PROTOCOL_SEED + 1 + fold))
+        following = set(unit[folds == (fold + 1) % len(names)])
+        scored = unit[rest.index].isin(carve(unit[rest.index], SELECT_FRACTION, PROTOCOL_SEED + 1 + fold, following))
         table = rest.assign(split=np.where(scored, "test", "train"))
     else:
         table = frame.assign(split=np.where(folds == fold, "test", "train"))
@@ -329,8 +333,10 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                     prep = 0.0
                 run = opts.cache / "runs" / key[:16]
                 trained = time.perf_counter()
-                melshard.train(shards, run, resume=(run / "last.pt").exists(),
-                               **{**opts.recipe.train, "seed": seed, "num_workers": 1, "device": opts.device})
+                result = melshard.train(shards, run, resume=(run / "last.pt").exists(),
+                                        **{**opts.recipe.train, "seed": seed, "num_workers": 1, "device": opts.device})
+                if result.status:  # stopped by a signal after a checkpoint: the next suite run resumes it
+                    raise SystemExit(result.status)
                 metrics = pd.read_csv(run / "metrics.csv")
                 train_s = time.perf_counter() - trained
                 figures = score(run, shards)

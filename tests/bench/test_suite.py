@@ -44,6 +44,7 @@ def test_folds_and_carved_groups_are_disjoint(folds):
         sizes = fold_of.value_counts()
         assert sizes.max() - sizes.min() <= 9  # balanced within one group's size
         assert fold_of[frame["group"] == "noise"].nunique() == folds  # noise clips spread over the folds
+    carved_by_fold = []
     for fold in range(len(names)):
         held_out = set(frame["path"][fold_of == fold])
         test = suite.split_table(frame, c, fold, "test")
@@ -57,6 +58,11 @@ def test_folds_and_carved_groups_are_disjoint(folds):
             assert by_split.get("val", set()) <= by_split["train"]  # early stopping: clips of training groups
         carved = select[select["split"] == "test"]
         assert 0 < len(carved) < len(select)
+        carved_by_fold.append(set(carved["path"]))
+    everything = [p for paths in carved_by_fold for p in paths]
+    assert len(everything) == len(set(everything))  # each fold's selection groups are different ones
+    if not folds:
+        assert sorted(len({p.split("/")[0] for p in paths}) for paths in carved_by_fold) == [1] * 6
 
 
 def tiny_corpus(root: Path, groups: int = 4, per_label: int = 5) -> pd.DataFrame:
