@@ -365,8 +365,15 @@ def summary(records: list[dict]) -> str:
     if not records:
         return "nothing recorded yet for this selection"
     frame = pd.DataFrame(records)
-    lines = [f"{'corpus':16s} {'fold':10s} {'seeds':>5s}  {'accuracy':>15s}  {'macro-F1':>15s}  "
+    lines = [f"{'corpus':16s} {'fold':10s} {'scored on':12s} {'seeds':>5s}  {'accuracy':>15s}  {'macro-F1':>15s}  "
              f"{'balanced acc':>15s}  {'wall s':>7s}"]
+
+    def where(record: dict) -> str:
+        if record.get("mode") == "test":
+            return "the fold"
+        scored = record.get("scored") or []
+        return ", ".join(scored) if len(scored) == record.get("scored_groups", -1) <= 2 else \
+            f"{record.get('scored_groups', '?')} groups"
 
     def cell(values: pd.Series, percent: bool) -> str:
         mean, sd = values.mean(), values.std(ddof=0)
@@ -374,12 +381,13 @@ def summary(records: list[dict]) -> str:
 
     for corpus, rows in frame.groupby("corpus", sort=False):
         for fold, seeds in rows.groupby("fold", sort=False):
-            lines.append(f"{corpus:16s} {fold:10s} {len(seeds):5d}  {cell(seeds['accuracy'], True):>15s}  "
+            lines.append(f"{corpus:16s} {fold:10s} {where(seeds.iloc[0].to_dict()):12s} {len(seeds):5d}  "
+                         f"{cell(seeds['accuracy'], True):>15s}  "
                          f"{cell(seeds['macro_f1'], False):>15s}  {cell(seeds['balanced_accuracy'], True):>15s}  "
                          f"{seeds['wall_s'].mean():7.0f}")
         per_seed = rows.groupby("seed")[["accuracy", "macro_f1", "balanced_accuracy"]].mean()
         complete = rows.groupby("seed")["fold"].nunique().eq(rows["fold"].nunique()).all()
-        lines.append(f"{corpus:16s} {'mean':10s} {len(per_seed):5d}  {cell(per_seed['accuracy'], True):>15s}  "
+        lines.append(f"{corpus:16s} {'mean':10s} {'':12s} {len(per_seed):5d}  {cell(per_seed['accuracy'], True):>15s}  "
                      f"{cell(per_seed['macro_f1'], False):>15s}  {cell(per_seed['balanced_accuracy'], True):>15s}  "
                      f"{rows['wall_s'].sum():7.0f}" + ("" if complete else "  (seeds cover different folds)"))
     return "\n".join(lines)
