@@ -309,6 +309,7 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
     import melshard
 
     recorded = {r["key"]: r for r in read_records(opts.results)}
+    code = commit()  # the code this run started with, whatever is committed while it runs
     out = []
     for corpus in opts.corpora.values():
         frame = corpus.listing()
@@ -345,7 +346,7 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                           "fold": names[fold], "seed": seed,
                           "scored_groups": len(scored), "scored": scored[:6], **figures, "epochs": int(len(metrics)),
                           "preprocess_s": round(prep, 1), "train_s": round(train_s, 1),
-                          "wall_s": round(time.perf_counter() - start, 1), "commit": commit(),
+                          "wall_s": round(time.perf_counter() - start, 1), "commit": code,
                           "date": time.strftime("%Y-%m-%d %H:%M")}
                 append_record(opts.results, record)
                 if not opts.keep_runs:
