@@ -131,7 +131,7 @@ def train_kills(shards: Path, work: Path, seeds: list[int], options: list[str]) 
                     checkpoint.load(run / name)
                 except Exception:  # noqa: BLE001 - counted, and the test fails on it
                     unloadable += 1
-        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume"])
+        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])  # maybe never started
         kills.append(Kill(seed, delay, delivered, same_weights(run / checkpoint.LAST, reference / checkpoint.LAST),
                           unloadable))
         shutil.rmtree(run)
@@ -163,7 +163,7 @@ def train_stops(shards: Path, work: Path, seeds: list[int], options: list[str]) 
             delivered = True
         stderr = process.communicate()[1]
         clean = process.returncode in (0, 128 + sig) and "Traceback" not in stderr
-        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume"])
+        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])  # maybe never started
         stops.append(Kill(seed, delay, delivered, same_weights(run / "last.pt", reference / "last.pt"),
                           0 if clean else 1))
         shutil.rmtree(run)
