@@ -131,7 +131,8 @@ def train_kills(shards: Path, work: Path, seeds: list[int], options: list[str]) 
                     checkpoint.load(run / name)
                 except Exception:  # noqa: BLE001 - counted, and the test fails on it
                     unloadable += 1
-        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])  # maybe never started
+        # --resume auto: a kill before the run folder was made left no run to continue
+        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])
         kills.append(Kill(seed, delay, delivered, same_weights(run / checkpoint.LAST, reference / checkpoint.LAST),
                           unloadable))
         shutil.rmtree(run)
@@ -163,7 +164,8 @@ def train_stops(shards: Path, work: Path, seeds: list[int], options: list[str]) 
             delivered = True
         stderr = process.communicate()[1]
         clean = process.returncode in (0, 128 + sig) and "Traceback" not in stderr
-        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])  # maybe never started
+        # --resume auto: a kill before the run folder was made left no run to continue
+        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])
         stops.append(Kill(seed, delay, delivered, same_weights(run / "last.pt", reference / "last.pt"),
                           0 if clean else 1))
         shutil.rmtree(run)
