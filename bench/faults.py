@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,20 +41,23 @@ def published(folder: Path) -> dict[str, bytes]:
 
 
 def start(args: list[str]) -> subprocess.Popen:
+    """`python -m args` as the leader of a process group of its own, its stderr kept."""
     return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def kill_after(args: list[str], delay: float) -> bool:
-    """Run `python -m args`, SIGKILL its whole process group after `delay` s; True if it was still running."""
+def kill_after(args: list[str], delay: float, sig: int = signal.SIGKILL) -> tuple[bool, int, str]:
+    """Run `python -m args`, send `sig` to its whole process group after `delay` s; (whether it
+    was still running, its exit status, its stderr)."""
     process = start(args)
     try:
-        process.wait(timeout=delay)
-        return False
+        stderr = process.communicate(timeout=delay)[1]  # reading as it waits: a full pipe never blocks it
+        delivered = False
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return True
+        os.killpg(process.pid, sig)
+        stderr = process.communicate()[1]
+        delivered = True
+    return delivered, process.returncode, stderr
 
 
 def finish(args: list[str]) -> None:
@@ -91,7 +95,7 @@ def preprocess_kills(src: Path, work: Path, seeds: list[int], options: list[str]
         out = work / f"killed-{seed}"
         shutil.rmtree(out, ignore_errors=True)
         delay = float(np.random.default_rng(seed).uniform(0.05, 0.95) * duration)
-        delivered = kill_after(["preprocess", str(src), "--out", str(out), *options], delay)
+        delivered = kill_after(["preprocess", str(src), "--out", str(out), *options], delay)[0]
         partial = sum(1 for name, data in published(out).items() if expected.get(name) != data) if out.exists() else 0
         finish(["preprocess", str(src), "--out", str(out), *options])
         kills.append(Kill(seed, delay, delivered, published(out) == expected, partial))
@@ -108,68 +112,61 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def train_kills(shards: Path, work: Path, seeds: list[int], options: list[str]) -> list[Kill]:
-    """Kill `python -m trainer train` once per seed at a random moment, `--resume`, compare the weights.
-
-    `partial_final_names` counts checkpoints left under a final name that do not load.
-    """
-    from trainer import checkpoint
-
+def _interrupted_runs(shards: Path, work: Path, seeds: list[int], options: list[str],
+                      sig_of: Callable[[int], int], flaws: Callable[[Path, int, int, str], int]) -> list[Kill]:
+    """Interrupt `python -m trainer train` once per seed at a random moment with `sig_of(seed)`
+    sent to its process group, rerun it with `--resume auto` (a run interrupted before its
+    folder was made has no run to continue), compare the weights with an uninterrupted run's.
+    `flaws(run, sig, status, stderr)` counts what the interrupted run left wrong."""
     reference = work / "reference-run"
     shutil.rmtree(reference, ignore_errors=True)
     duration = warm_duration(["trainer", "train", str(shards), *options], reference, work / "warm-run")
-    kills = []
+    runs = []
     for seed in seeds:
-        run = work / f"killed-run-{seed}"
+        run = work / f"interrupted-run-{seed}"
         shutil.rmtree(run, ignore_errors=True)
+        sig = sig_of(seed)
         delay = float(np.random.default_rng(seed).uniform(0.05, 0.95) * duration)
-        delivered = kill_after(["trainer", "train", str(shards), "--out", str(run), *options], delay)
-        unloadable = 0
-        for name in (checkpoint.LAST, checkpoint.BACKUP, checkpoint.BEST):
-            if (run / name).exists():
-                try:
-                    checkpoint.load(run / name)
-                except Exception:  # noqa: BLE001 - counted, and the test fails on it
-                    unloadable += 1
-        # --resume auto: a kill before the run folder was made left no run to continue
+        delivered, status, stderr = kill_after(["trainer", "train", str(shards), "--out", str(run), *options],
+                                               delay, sig)
+        flawed = flaws(run, sig, status, stderr)
         finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])
-        kills.append(Kill(seed, delay, delivered, same_weights(run / checkpoint.LAST, reference / checkpoint.LAST),
-                          unloadable))
+        runs.append(Kill(seed, delay, delivered, same_weights(run / "last.pt", reference / "last.pt"), flawed))
         shutil.rmtree(run)
-    return kills
+    return runs
+
+
+def _unloadable(run: Path, *_: object) -> int:
+    """Checkpoints left under a final name that do not load."""
+    from trainer import checkpoint
+
+    unloadable = 0
+    for name in (checkpoint.LAST, checkpoint.BACKUP, checkpoint.BEST):
+        if (run / name).exists():
+            try:
+                checkpoint.load(run / name)
+            except Exception:  # noqa: BLE001 - counted, and the test fails on it
+                unloadable += 1
+    return unloadable
+
+
+def train_kills(shards: Path, work: Path, seeds: list[int], options: list[str]) -> list[Kill]:
+    """Kill `python -m trainer train` with SIGKILL once per seed at a random moment, resume,
+    compare the weights. `partial_final_names` counts checkpoints left under a final name that
+    do not load."""
+    return _interrupted_runs(shards, work, seeds, options, lambda seed: signal.SIGKILL, _unloadable)
 
 
 def train_stops(shards: Path, work: Path, seeds: list[int], options: list[str]) -> list[Kill]:
     """Stop `python -m trainer train` once per seed at a random moment with a signal to its whole
     process group (SIGTERM on even seeds, SIGINT on odd ones: `timeout`, `docker stop`, Ctrl-C),
-    `--resume`, compare the weights. A stop that lands while the run is still going must end it
-    with 128 + the signal and no traceback; `partial_final_names` counts those that did not."""
-    reference = work / "reference-run"
-    shutil.rmtree(reference, ignore_errors=True)
-    duration = warm_duration(["trainer", "train", str(shards), *options], reference, work / "warm-run")
-    stops = []
-    for seed in seeds:
-        run = work / f"stopped-run-{seed}"
-        shutil.rmtree(run, ignore_errors=True)
-        sig = signal.SIGTERM if seed % 2 == 0 else signal.SIGINT
-        delay = float(np.random.default_rng(seed).uniform(0.05, 0.95) * duration)
-        process = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(shards), "--out", str(run),
-                                    *options], cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            process.wait(timeout=delay)
-            delivered = False
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, sig)
-            delivered = True
-        stderr = process.communicate()[1]
-        clean = process.returncode in (0, 128 + sig) and "Traceback" not in stderr
-        # --resume auto: a kill before the run folder was made left no run to continue
-        finish(["trainer", "train", str(shards), "--out", str(run), *options, "--resume", "auto"])
-        stops.append(Kill(seed, delay, delivered, same_weights(run / "last.pt", reference / "last.pt"),
-                          0 if clean else 1))
-        shutil.rmtree(run)
-    return stops
+    resume, compare the weights. A stop that lands while the run is still going must end it with
+    128 + the signal and no traceback; `partial_final_names` counts those that did not."""
+    def unclean(run: Path, sig: int, status: int, stderr: str) -> int:
+        return int(status not in (0, 128 + sig) or "Traceback" in stderr)
+
+    return _interrupted_runs(shards, work, seeds, options,
+                             lambda seed: signal.SIGTERM if seed % 2 == 0 else signal.SIGINT, unclean)
 
 
 def summary(what: str, kills: list[Kill]) -> str:

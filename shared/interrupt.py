@@ -131,6 +131,11 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signal or signal.SIGTERM).name
 
+    @property
+    def status(self) -> int:
+        """The exit status of a run this request stopped: 128 + the signal's number."""
+        return 128 + (self.signal or signal.SIGTERM)
+
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is not threading.main_thread():
             return self  # only the main thread may set handlers: a run in a thread stops as its caller decides

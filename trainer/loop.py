@@ -287,7 +287,7 @@ def _stopped(s: Session, state: State, stop: StopRequest, shards: Path, run: Pat
     if s.world.is_main:
         print(f"\nstopped by {stop.name} at epoch {state.epoch + 1}, step {state.step}; checkpoint saved. "
               f"Resume with: melshard train {shards} --out {run} --resume", file=sys.stderr)
-    return 128 + (stop.signal or 15)
+    return stop.status
 
 
 def _train(s: Session, shards: Path, run: Path, stop: StopRequest) -> int:
