@@ -172,7 +172,8 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def measure(work: Path, n: int, layout: str) -> dict:
-    from preprocess.cli import build_parser, resolve
+    from melshard.cli import command_parser
+    from melshard.commands import preprocess_options
     from preprocess.journal import finished_record
     from preprocess.output import output
     from preprocess.pipeline import gather_inputs
@@ -185,8 +186,9 @@ def measure(work: Path, n: int, layout: str) -> dict:
     bad = make_corpus(root, n, layout)
     made_s = time.perf_counter() - start
     source = source_of(root, layout)
-    args = build_parser().parse_args([str(source), "--out", str(out), "--config", str(config), "--jobs", "2"])
-    opts, cfg = resolve(args)  # the options the subprocess will run with
+    args = command_parser("preprocess").parse_args([str(source), "--out", str(out), "--config", str(config),
+                                                    "--jobs", "2"])
+    opts, cfg = preprocess_options(args)  # the options the subprocess will run with
 
     start = time.perf_counter()
     clips, _, labels = gather_inputs(opts, cfg)

@@ -74,7 +74,7 @@ def main() -> None:
     seconds = timed([sys.executable, "-m", "trainer", "predict", str(run), "--input", str(work / "ten"),
                      "--out", str(work / "submission.csv")], args.repeat)
     print(f"python -m trainer predict, 10 raw files: {seconds:.2f} s")
-    for module in ("preprocess.cli", "preprocess.shards", "trainer.cli", "torch", "librosa.filters",
+    for module in ("melshard.cli", "preprocess.shards", "torch", "librosa.filters",
                    "sklearn.model_selection"):
         print(f"import {module}: {import_seconds(module):.2f} s")
     shutil.rmtree(work, ignore_errors=True)

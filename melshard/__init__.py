@@ -15,22 +15,44 @@ The names below are the public surface; everything else in preprocess/, trainer/
 may change. See examples/notebook.py for a whole session.
 """
 
-from melshard.api import (
-                          PreprocessResult,
-                          TrainResult,
-                          evaluate,
-                          export,
-                          features,
-                          load_model,
-                          predict,
-                          preprocess,
-                          train,
-)
-from melshard.loader import ShardLoader, Shards
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, TrainConfig
 from shared.decode import AudioError
 from shared.errors import ConfigError, DataError, MelshardError, UsageError
 from shared.shardio import ShardError
+
+# The functions and loaders load on first use (PEP 562): `import melshard`, and the command
+# line built on it, do not pay for torch until something needs it.
+LAZY = {**dict.fromkeys(("PreprocessResult", "TrainResult", "evaluate", "export", "features", "load_model",
+                         "predict", "preprocess", "train"), "melshard.api"),
+        **dict.fromkeys(("ShardLoader", "Shards"), "melshard.loader")}
+
+if TYPE_CHECKING:
+    from melshard.api import (
+        PreprocessResult,
+        TrainResult,
+        evaluate,
+        export,
+        features,
+        load_model,
+        predict,
+        preprocess,
+        train,
+    )
+    from melshard.loader import ShardLoader, Shards
+
+
+def __getattr__(name: str):
+    if name not in LAZY:
+        raise AttributeError(f"module 'melshard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AudioConfig",

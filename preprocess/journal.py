@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from preprocess.output import Output
 from preprocess.plan import ShardJob, job_fingerprint
-from preprocess.shards import JOURNAL, journal_name
+from preprocess.shards import JOURNAL, ShardRecord, journal_name
 from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
 from shared.errors import UsageError
@@ -84,17 +85,18 @@ def prepare_output(out: Output, fingerprint: str, cfg: PreprocessConfig, overwri
     out.write(plan_file, json_bytes(record))
 
 
-def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> dict[str, Any] | None:
+def finished_record(out: Output, job: ShardJob, cfg: PreprocessConfig) -> ShardRecord | None:
     """The journal record of a shard that is complete in `out` and current, else None."""
     try:
-        record = json.loads(out.read_text(journal_name(job.name)) or "null")
-        if (record and record.get("fingerprint") == job_fingerprint(job, cfg)
-                and out.problem(job.name, record["bytes"], record["sha256"], record.get("stamp")) is None):
+        text = out.read_text(journal_name(job.name))
+        record = ShardRecord.from_json(text) if text else None
+        if (record and record.fingerprint == job_fingerprint(job, cfg)
+                and out.problem(job.name, record.bytes, record.sha256, record.stamp) is None):
             stamp = out.stamp(job.name)
-            if stamp != record.get("stamp"):  # hashed and found right: later reruns need only a stat
-                record["stamp"] = stamp
-                out.write(journal_name(job.name), json_bytes(record))
+            if stamp != record.stamp:  # hashed and found right: later reruns need only a stat
+                record = replace(record, stamp=stamp)
+                out.write(journal_name(job.name), record.to_json())
             return record
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     return None

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,8 @@ from preprocess.journal import finished_record, listing_fingerprint, plan_finger
 from preprocess.output import Output, output
 from preprocess.plan import ShardJob, plan_shards
 from preprocess.report import class_warnings, imbalance_notes, track
-from preprocess.shards import JOURNAL, write_shard
+from preprocess.settings import RunOptions
+from preprocess.shards import JOURNAL, ShardRecord, write_shard
 from preprocess.split import assign_splits
 from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
@@ -41,19 +41,6 @@ from shared.rejections import rejections_csv
 from shared.runtime import available_cores
 from shared.sources import HIDDEN, SPLITS, Clip, Rejection, drop_duplicates, list_source
 from shared.targets import check_output_folder, check_outside
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (not what to make: that is `PreprocessConfig`, recorded in the manifest)."""
-
-    src: Path
-    out: Path | str  # a folder, or an fsspec URL such as s3://bucket/shards
-    test: Path | None = None
-    jobs: int = 0  # 0: every available core
-    overwrite: bool = False
-    backend: str = "local"  # "local": joblib's loky processes; "dask": a dask.distributed cluster
-    scheduler: str | None = None  # the dask scheduler's address, e.g. tcp://10.0.0.5:8786
 
 
 @dataclass(frozen=True)
@@ -188,13 +175,13 @@ def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, sc
                              "AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for other stores)") from None
 
 
-def _stats(records: list[dict[str, Any]], n_mels: int) -> dict[str, list[float]]:
+def _stats(records: list[ShardRecord], n_mels: int) -> dict[str, list[float]]:
     band_sum, band_sumsq, frames = np.zeros(n_mels), np.zeros(n_mels), 0
     for record in records:  # plan order: the same float sums whatever the worker count
-        if record["split"] == "train":
-            band_sum += np.asarray(record["stats"]["sum"])
-            band_sumsq += np.asarray(record["stats"]["sumsq"])
-            frames += record["stats"]["frames"]
+        if record.split == "train":
+            band_sum += np.asarray(record.stats["sum"])
+            band_sumsq += np.asarray(record.stats["sumsq"])
+            frames += record.stats["frames"]
     if frames == 0:
         return {"mel_mean": [0.0] * n_mels, "mel_std": [1.0] * n_mels}
     mean = band_sum / frames
@@ -202,34 +189,39 @@ def _stats(records: list[dict[str, Any]], n_mels: int) -> dict[str, list[float]]
     return {"mel_mean": mean.tolist(), "mel_std": std.tolist()}
 
 
-def build_manifest(records: list[dict[str, Any]], labels: list[str], cfg: PreprocessConfig,
-                   total: int, rejected: int) -> dict[str, Any]:
+def build_manifest(records: list[ShardRecord], labels: list[str], cfg: PreprocessConfig, total: int,
+                   rejected: int, hidden: int, train_copies: dict[str, int]) -> dict[str, Any]:
+    """The manifest's JSON object: per split its counts and shards (train: also its augmented
+    copies per class), the train statistics, and what became of every input (`hidden` of the
+    `rejected` were hidden files)."""
     splits: dict[str, Any] = {}
     for record in records:
-        split = splits.setdefault(record["split"], {"samples": 0, "clips": 0, "per_class": {},
-                                                    "shards": []})
-        split["samples"] += record["samples"]
-        split["clips"] += record["clips"]
-        for name, count in record["per_class"].items():
+        split = splits.setdefault(record.split, {"samples": 0, "clips": 0, "per_class": {}, "shards": []})
+        split["samples"] += record.samples
+        split["clips"] += record.clips
+        for name, count in record.per_class.items():
             split["per_class"][name] = split["per_class"].get(name, 0) + count
-        split["shards"].append({k: record[k] for k in ("name", "samples", "bytes", "sha256")})
+        split["shards"].append({"name": record.name, "samples": record.samples, "bytes": record.bytes,
+                                "sha256": record.sha256})
     for split in splits.values():
         split["per_class"] = dict(sorted(split["per_class"].items()))
-    written = sum(r["clips"] for r in records)
+    if "train" in splits:
+        splits["train"]["copies_per_class"] = train_copies
+    written = sum(r.clips for r in records)
     return {
         "format": FORMAT, **config_fields(cfg), "labels": labels,
         "splits": {name: splits[name] for name in SPLITS if name in splits},
         "stats": _stats(records, cfg.audio.n_mels),
         "inputs": {"total": total, "written": written, "rejected": rejected,
                    # clips longer than duration_s, cropped to it (without audio.segment), and the audio dropped
-                   "cropped": sum(r.get("cropped", 0) for r in records),
-                   "cropped_s": round(sum(r.get("cropped_s", 0.0) for r in records), 3)},
+                   "cropped": sum(r.cropped for r in records),
+                   "cropped_s": round(sum(r.cropped_s for r in records), 3), "hidden": hidden},
     }
 
 
-def rejected_items(plan: list[ShardJob], records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+def rejected_items(plan: list[ShardJob], records: list[ShardRecord]) -> set[tuple[str, str]]:
     """(split, relative path) of every planned clip its shard's worker rejected."""
-    return {(job.split, row[0]) for job, record in zip(plan, records) for row in record["errors"]}
+    return {(job.split, row[0]) for job, record in zip(plan, records) for row in record.errors}
 
 
 def train_counts(plan: list[ShardJob], rejected: set[tuple[str, str]] | None = None,
@@ -276,7 +268,7 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         prepare_output(out, plan_fingerprint(plan, labels, cfg), cfg, opts.overwrite, listing_fingerprint(plan))
         for line in notes:  # once the run is under way: a refused run prints only its error
             print(plain(line), file=sys.stderr, flush=True)  # lines that name classes
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, ShardRecord] = {}
         for job in plan:
             record = finished_record(out, job, cfg)
             if record is not None:
@@ -294,22 +286,20 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
             # pool at once, which kills its workers; left to the garbage collector they outlive us.
             with contextlib.closing(shards):
                 for record in track(shards, total_clips, done_clips, console):
-                    records[record["name"]] = record
+                    records[record.name] = record
         except OSError:  # e.g. a full disk: joblib has stopped the workers; free what they left
             out.remove_temporaries()
             raise
 
         ordered = [records[job.name] for job in plan]
         errors = [[r.path, r.stage, r.reason, r.detail] for r in rejections]
-        errors += [row for record in ordered for row in record["errors"]]
+        errors += [row for record in ordered for row in record.errors]
         errors.sort(key=lambda row: (row[0], row[1]))
         total = total_clips + len(rejections)
-        manifest = build_manifest(ordered, labels, cfg, total, len(errors))
-        manifest["inputs"]["hidden"] = sum(r.reason == HIDDEN for r in rejections)
         failed = rejected_items(plan, ordered)
         train_clips, train_copies = train_counts(plan, failed)
-        if "train" in manifest["splits"]:
-            manifest["splits"]["train"]["copies_per_class"] = train_copies
+        manifest = build_manifest(ordered, labels, cfg, total, len(errors),
+                                  sum(r.reason == HIDDEN for r in rejections), train_copies)
         if manifest["inputs"]["written"] + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
         out.write(ERRORS, rejections_csv(errors))

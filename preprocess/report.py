@@ -6,7 +6,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,11 +16,14 @@ from shared.console import counted, shown
 from shared.manifest import Manifest
 from shared.sources import Clip
 
+if TYPE_CHECKING:
+    from preprocess.shards import ShardRecord
+
 PLAIN_EVERY_S = 10.0
 
 
-def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
-          console: Console) -> Iterator[dict[str, Any]]:
+def track(records: Iterable[ShardRecord], total_clips: int, done_clips: int,
+          console: Console) -> Iterator[ShardRecord]:
     """Pass shard records through, advancing a progress display by each shard's clip count.
 
     A rich bar (clips/s, ETA) on a terminal; otherwise a plain line every 10 s, for logs; nothing
@@ -36,7 +39,7 @@ def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("clips", total=total_clips, completed=done_clips, rate="-")
             for record in records:
-                done = len_clips(record)
+                done = record.inputs
                 progress.advance(task, done)
                 elapsed = time.perf_counter() - start
                 new = progress.tasks[0].completed - done_clips
@@ -46,7 +49,7 @@ def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
     last = start
     completed = done_clips
     for record in records:
-        completed += len_clips(record)
+        completed += record.inputs
         now = time.perf_counter()
         if now - last >= PLAIN_EVERY_S or completed >= total_clips:
             rate = (completed - done_clips) / max(now - start, 1e-9)
@@ -55,11 +58,6 @@ def track(records: Iterable[dict[str, Any]], total_clips: int, done_clips: int,
                   f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
             last = now
         yield record
-
-
-def len_clips(record: dict[str, Any]) -> int:
-    """Inputs a shard record accounts for: clips written plus clips rejected."""
-    return record["clips"] + len(record["errors"])
 
 
 def summary(manifest: Manifest, errors: list[list[str]], seconds: float, jobs: int,

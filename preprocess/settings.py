@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from preprocess.pipeline import RunOptions
 from shared.config import AudioConfig, AugmentConfig, PreprocessConfig, check_type, from_dict
 from shared.errors import ConfigError, UsageError
 from shared.location import location
 from shared.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what to make: that is `PreprocessConfig`, recorded in the manifest)."""
+
+    src: Path
+    out: Path | str  # a folder, or an fsspec URL such as s3://bucket/shards
+    test: Path | None = None
+    jobs: int = 0  # 0: every available core
+    overwrite: bool = False
+    backend: str = "local"  # "local": joblib's loky processes; "dask": a dask.distributed cluster
+    scheduler: str | None = None  # the dask scheduler's address, e.g. tcp://10.0.0.5:8786
+
+
 
 RUN_TYPES = {"src": str, "out": str, "test": str, "jobs": int, "overwrite": bool, "backend": str, "scheduler": str}
 RUN_KEYS = tuple(RUN_TYPES)

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -158,7 +158,41 @@ class TarSink:
         self._tar.close()
 
 
-def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str, in_worker: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ShardRecord:
+    """What writing one shard made: the manifest's figures for it, its rejected inputs and its
+    train statistics. Journaled beside the shard (`preprocess.journal`), so a rerun keeps it."""
+
+    name: str
+    split: str
+    fingerprint: str  # of the job and the config (`job_fingerprint`): a changed plan rewrites the shard
+    samples: int
+    clips: int  # inputs written (each gave `copies + 1` samples, or one per window)
+    bytes: int
+    sha256: str
+    per_class: dict[str, int]
+    errors: list[list[str]]  # path, stage, reason, detail: one row per rejected input
+    stats: dict[str, Any]  # train split: per-band sum and sum of squares, and the frame count
+    cropped: int = 0  # clips longer than duration_s, cropped to it ...
+    cropped_s: float = 0.0  # ... and the seconds the crop dropped
+    stamp: Any = None  # the shard file's stat when written or last hashed (`Output.stamp`)
+
+    @property
+    def inputs(self) -> int:
+        """Inputs the shard accounts for: clips written plus clips rejected."""
+        return self.clips + len(self.errors)
+
+    def to_json(self) -> bytes:
+        return json_bytes(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardRecord:
+        """A journaled record (a malformed one raises ValueError, KeyError or TypeError)."""
+        data = json.loads(text)
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str, in_worker: bool = True) -> ShardRecord:
     """Write `job`'s shard under `out` (a folder or an fsspec URL) and return (and journal) its record.
 
     In a worker process, threads are limited to one and the allocator tuned for the clip loop;
@@ -194,11 +228,8 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str, in_worker: bool 
                 samples_written += len(samples)
                 if item.label is not None:
                     per_class[item.label] = per_class.get(item.label, 0) + len(samples)
-    record = {
-        "name": job.name, "split": job.split, "fingerprint": job_fingerprint(job, cfg),
-        "samples": samples_written, "clips": clips, "bytes": hashed.size, "sha256": hashed.sha256.hexdigest(),
-        "per_class": dict(sorted(per_class.items())), "errors": errors, "stats": stats.to_dict(),
-        "cropped": cropped, "cropped_s": round(cropped_s, 3), "stamp": target.stamp(job.name),
-    }
-    target.write(journal_name(job.name), json_bytes(record))
+    record = ShardRecord(job.name, job.split, job_fingerprint(job, cfg), samples_written, clips, hashed.size,
+                         hashed.sha256.hexdigest(), dict(sorted(per_class.items())), errors, stats.to_dict(),
+                         cropped, round(cropped_s, 3), target.stamp(job.name))
+    target.write(journal_name(job.name), record.to_json())
     return record

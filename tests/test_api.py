@@ -312,8 +312,8 @@ def test_each_predict_option_is_declared_once_and_the_commands_and_api_follow_it
     import inspect
 
     from melshard.api import API
+    from melshard.cli import build_parser
     from shared.options import help_text, option_fields
-    from trainer.cli import build_parser
     from trainer.options import SHARED, PredictOptions
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices

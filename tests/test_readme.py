@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from preprocess.cli import build_parser
+from melshard.cli import command_parser
 from preprocess.settings import RUN_KEYS
 from shared.config import PreprocessConfig, from_dict, load_toml
 from tests.audio_fixtures import REPO
@@ -24,5 +24,5 @@ def test_the_readme_toml_example_is_a_valid_preprocess_config(tmp_path):
 
 def test_the_readme_preprocess_options_exist():
     options = set(re.findall(r"--[a-z][a-z-]+", README.split("## Preprocess", 1)[1].split("### ", 1)[0]))
-    known = {a for action in build_parser()._actions for a in action.option_strings}
+    known = {a for action in command_parser("preprocess")._actions for a in action.option_strings}
     assert options <= known, options - known

@@ -1,3 +1,6 @@
-from trainer.cli import main
+"""`python -m trainer`: an alias of the `melshard` command tree (an entry point, above every
+layer like melshard/ itself)."""
 
-raise SystemExit(main())
+from melshard.cli import trainer_alias
+
+raise SystemExit(trainer_alias())

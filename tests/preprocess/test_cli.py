@@ -229,16 +229,18 @@ def test_labels_in_a_test_csv_never_lose_test_clips(tmp_path, small_config):
 
 
 def test_backend_and_scheduler_come_from_toml_too(tmp_path):
-    from preprocess.cli import build_parser, resolve
+    from melshard.cli import command_parser
+    from melshard.commands import preprocess_options as resolve
     from shared.errors import UsageError
 
     (tmp_path / "src").mkdir()
     config = tmp_path / "p.toml"
     config.write_text('backend = "dask"\nscheduler = "tcp://127.0.0.1:8786"\n')
-    opts, _ = resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config)]))
+    opts, _ = resolve(command_parser("preprocess").parse_args([str(tmp_path / "src"), "--config", str(config)]))
     assert (opts.backend, opts.scheduler) == ("dask", "tcp://127.0.0.1:8786")
-    opts, _ = resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config), "--backend", "local"]))
+    opts, _ = resolve(command_parser("preprocess").parse_args([str(tmp_path / "src"), "--config", str(config),
+                                                               "--backend", "local"]))
     assert (opts.backend, opts.scheduler) == ("local", None)  # the command line wins
     config.write_text('backend = "dask"\n')
     with pytest.raises(UsageError, match="needs --scheduler"):
-        resolve(build_parser().parse_args([str(tmp_path / "src"), "--config", str(config)]))
+        resolve(command_parser("preprocess").parse_args([str(tmp_path / "src"), "--config", str(config)]))

@@ -38,7 +38,7 @@ def _run(args: list[str], pool_samples: str | None) -> subprocess.CompletedProce
     env["COLUMNS"] = "200"  # the summary on one line
     if pool_samples is not None:
         env["MELSHARD_POOL_SAMPLES"] = pool_samples
-    code = ("import sys; from preprocess.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from melshard.cli import main; rc = main(sys.argv[1:], default='preprocess'); "
             "print('heavy:', sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'sklearn', 'librosa', 'numba', 'webdataset'))); "
             "from threadpoolctl import threadpool_info; from shared.runtime import tune_allocator; "

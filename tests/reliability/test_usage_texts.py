@@ -38,7 +38,7 @@ def test_preprocess_without_out_writes_shards_named_after_src(tmp_path):
 
 
 def test_every_predict_and_evaluate_option_has_help():
-    from trainer.cli import build_parser
+    from melshard.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name in ("predict", "evaluate"):

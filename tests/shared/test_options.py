@@ -23,7 +23,7 @@ def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from trainer.cli import build_parser
+    from melshard.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return commands.choices["train"]
@@ -51,7 +51,8 @@ def test_the_model_registry_builds_exactly_the_configs_models():
 
 
 def test_train_flags_override_the_toml_file(tmp_path):
-    from trainer.cli import build_parser, train_config
+    from melshard.cli import build_parser
+    from melshard.commands import train_config
 
     toml = tmp_path / "t.toml"
     toml.write_text('epochs = 5\nmodel = "resnet9"\nfreq_masks = 2\n')
@@ -64,9 +65,10 @@ def test_train_flags_override_the_toml_file(tmp_path):
 
 
 def test_preprocess_flags_come_from_the_three_configs():
-    from preprocess.cli import build_parser, resolve
+    from melshard.cli import command_parser
+    from melshard.commands import preprocess_options as resolve
 
-    parser = build_parser()
+    parser = command_parser("preprocess")
     assert set(PREPROCESS_FLAGS) <= set(_actions(parser))
     args = parser.parse_args(["SRC", "--duration", "2", "--sr", "16000", "--augment-copies", "3", "--segment",
                               "--balance-classes", "--balance-cap", "4", "--val-fraction", "0.1", "--seed", "7"])

@@ -133,7 +133,8 @@ def test_ctrl_c_during_predict_exits_130_with_one_line_and_writes_nothing(traine
 def test_every_predict_and_evaluate_option_reaches_predict_options():
     from dataclasses import fields
 
-    from trainer.cli import build_parser, predict_options
+    from melshard.cli import build_parser
+    from melshard.commands import predict_options
     from trainer.predict import PredictOptions
 
     names = {f.name for f in fields(PredictOptions)}
