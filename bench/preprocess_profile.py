@@ -210,7 +210,7 @@ def _save(extra: dict | None = None) -> None:
     path.write_text(json.dumps(record))
 
 
-def profiled_write_shard(job, cfg, out, in_worker: bool = True) -> dict:
+def profiled_write_shard(job, cfg, out, in_worker: bool = True):
     """`preprocess.shards.write_shard` with its stages timed; the timings go to LOG_DIR."""
     install()
     from preprocess.shards import write_shard
@@ -218,7 +218,7 @@ def profiled_write_shard(job, cfg, out, in_worker: bool = True) -> dict:
     start, queued = now(), _run_queue_s()
     with TIMERS.stage("shard loop, other"):
         record = write_shard(job, cfg, out, in_worker)
-    TIMERS.shards.append([start, now(), record["clips"] + len(record["errors"]), _run_queue_s() - queued])
+    TIMERS.shards.append([start, now(), record.inputs, _run_queue_s() - queued])
     with TIMERS.stage("profiler's own log"):
         if in_worker:  # the parent saves its own at exit
             _save()
@@ -227,8 +227,8 @@ def profiled_write_shard(job, cfg, out, in_worker: bool = True) -> dict:
 
 def child(argv: list[str]) -> int:
     """`python -m preprocess ARGV` with the stage timers installed (runs in the measured process)."""
-    import preprocess.cli
     import preprocess.pipeline as pipeline
+    from melshard.cli import main
 
     install()
     parent: dict = {}
@@ -267,7 +267,7 @@ def child(argv: list[str]) -> int:
     pipeline.pool_size = jobs_of
     pipeline.track, pipeline.write_shard = track, profiled_write_shard
     atexit.register(lambda: _save({"parent": True, "ended": now(), **parent}))
-    return preprocess.cli.main(argv)
+    return main(argv, default="preprocess")
 
 
 def _cpu() -> float:
