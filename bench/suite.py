@@ -391,6 +391,12 @@ def summary(records: list[dict]) -> str:
         lines.append(f"{corpus:16s} {'mean':10s} {'':12s} {len(per_seed):5d}  {cell(per_seed['accuracy'], True):>15s}  "
                      f"{cell(per_seed['macro_f1'], False):>15s}  {cell(per_seed['balanced_accuracy'], True):>15s}  "
                      f"{rows['wall_s'].sum():7.0f}" + ("" if complete else "  (seeds cover different folds)"))
+    # What a recipe is chosen by: every corpus counted equally, whatever its fold count.
+    corpora = frame.groupby(["corpus", "seed"])[["accuracy", "macro_f1", "balanced_accuracy"]].mean()
+    suite = corpora.groupby("seed").mean()
+    lines.append(f"{'suite':16s} {'mean':10s} {f'{frame.corpus.nunique()} corpora':12s} {len(suite):5d}  "
+                 f"{cell(suite['accuracy'], True):>15s}  {cell(suite['macro_f1'], False):>15s}  "
+                 f"{cell(suite['balanced_accuracy'], True):>15s}  {frame['wall_s'].sum():7.0f}")
     return "\n".join(lines)
 
 

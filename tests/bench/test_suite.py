@@ -103,3 +103,13 @@ def test_results_append_and_resume(tmp_path):
     assert again[0] == first[0]
     assert len(list((tmp_path / "cache" / "shards" / "tiny").glob("*/manifest.json"))) == 1  # made once
     assert "g0" in suite.summary(again)
+
+
+def test_the_suite_mean_counts_every_corpus_equally():
+    record = {"mode": "select", "scored": ["x"], "scored_groups": 1, "balanced_accuracy": 0.5, "wall_s": 1.0,
+              "seed": 0}
+    records = [{**record, "corpus": "a", "fold": f"f{i}", "accuracy": 0.9, "macro_f1": 0.9} for i in range(5)]
+    records.append({**record, "corpus": "b", "fold": "f0", "accuracy": 0.5, "macro_f1": 0.3})
+    line = suite.summary(records).splitlines()[-1].split()
+    assert line[:4] == ["suite", "mean", "2", "corpora"]
+    assert line[5] == "70.00%" and line[8] == "0.6000", line  # (0.9 + 0.5) / 2 and (0.9 + 0.3) / 2, not 5:1
