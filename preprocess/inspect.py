@@ -106,6 +106,9 @@ def _config_rows(manifest: Manifest) -> list[tuple[str, str]]:
                                        f"{augment.balance_cap} per clip (balance_classes; per class below)"))
     else:
         rows.append(("augment copies", str(augment.copies)))
+    if manifest.config.mel_encoding == "uint8":
+        rows.append(("mel_encoding", "uint8 (8-bit codes, a per-clip offset and scale; decoded within "
+                                     "(max - min) / 510 dB)"))
     rows.append(("seed", str(manifest.seed)))
     return rows
 

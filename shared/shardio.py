@@ -298,8 +298,8 @@ def decode_mel(sample: dict[str, Any]) -> np.ndarray:
     try:
         meta = json.loads(sample["json"])
         offset, scale = meta["mel_offset"], meta["mel_scale"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == np.float32(v)
-                   for v in (offset, scale)) or scale < 0:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and v == float(np.float32(v)) for v in (offset, scale)) or scale < 0:
             raise ValueError(f"mel_offset {offset!r} and mel_scale {scale!r} are not float32 numbers")
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ShardError(f"{url}: sample '{sample.get('__key__')}' has a {U8_MEL} without a usable mel_offset and "
