@@ -286,10 +286,29 @@ _CODES = frozenset({np.dtype("uint8")})
 def decode_mel(sample: dict[str, Any]) -> np.ndarray:
     """A sample's log-mel `[n_mels, frames]` in either encoding: float16 as stored (`mel.npy`),
     or float32 decoded from uint8 codes (`mel.u8.npy`, its offset and scale in the json)."""
-    url = sample.get("__url__", "")
     data = sample.get("mel.npy")
     if data is not None:
-        return decode_npy(data, url)
+        return decode_npy(data, sample.get("__url__", ""))
+    return decode_u8(*_u8_parts(sample))
+
+
+def stack_mels(samples: list[dict[str, Any]]) -> np.ndarray:
+    """The samples' log-mels `[B, n_mels, frames]`, as `decode_mel` gives each: float16 when every
+    one is stored so, else float32 (uint8 codes decoded in one vectorised pass, the same numbers)."""
+    if all(s.get("mel.npy") is not None for s in samples):
+        return np.stack([decode_npy(s["mel.npy"], s["__url__"]) for s in samples])
+    if any(s.get("mel.npy") is not None for s in samples):  # mixed encodings: not written by one run
+        return np.stack([decode_mel(s).astype(np.float32, copy=False) for s in samples])
+    parts = [_u8_parts(s) for s in samples]
+    mels = np.stack([codes for codes, _, _ in parts]).astype(np.float32)
+    mels *= np.array([scale for _, _, scale in parts], np.float32)[:, None, None]
+    mels += np.array([offset for _, offset, _ in parts], np.float32)[:, None, None]
+    return mels
+
+
+def _u8_parts(sample: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    """(codes, offset, scale) of a uint8-encoded sample, or a `ShardError` naming it."""
+    url = sample.get("__url__", "")
     data = sample.get(U8_MEL)
     if data is None:
         raise ShardError(f"{url}: sample '{sample.get('__key__')}' has no mel.npy member "
@@ -304,7 +323,7 @@ def decode_mel(sample: dict[str, Any]) -> np.ndarray:
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ShardError(f"{url}: sample '{sample.get('__key__')}' has a {U8_MEL} without a usable mel_offset and "
                          f"mel_scale in its json ({type(exc).__name__}: {exc})") from None
-    return decode_u8(codes, offset, scale)
+    return codes, offset, scale
 
 
 def decode_npy(data: bytes, url: str = "", allowed: frozenset[np.dtype] = _ALLOWED,

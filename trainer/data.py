@@ -33,7 +33,7 @@ from shared.integrity import BadShard, check_shards
 from shared.interrupt import STOPPABLE, blocked, ignore_in_worker
 from shared.location import Location
 from shared.manifest import Manifest
-from shared.shardio import decode_mel, iter_stream, required_members
+from shared.shardio import iter_stream, required_members, stack_mels
 from trainer import plan
 
 KEY_LOG = "MELSHARD_KEY_LOG"  # test hook: append "epoch step rank key" for every sample trained on
@@ -250,7 +250,7 @@ class ShardStream(IterableDataset):
 
     def _collate(self, chunk: list[list[dict[str, Any]]], worker: int) -> dict[str, Any]:
         samples = [s for batch in chunk for s in batch]
-        mels = np.stack([decode_mel(s) for s in samples])  # float16 as stored, or float32 from uint8 codes
+        mels = stack_mels(samples)  # float16 as stored, or float32 decoded from uint8 codes
         # One tensor per chunk: each tensor crosses to the main process as its own shared-memory
         # segment, so labels travel as a plain list.
         batch = {"mel": torch.from_numpy(mels), "label": [int(s["cls"]) if "cls" in s else -1 for s in samples],

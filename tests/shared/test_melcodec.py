@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from shared.audio import clip_to_mel
 from shared.config import AudioConfig
 from shared.melcodec import decode_u8, encode_u8, error_bound
-from shared.shardio import ShardError, decode_mel, iter_samples, iter_stream, required_members
+from shared.shardio import ShardError, decode_mel, iter_samples, iter_stream, required_members, stack_mels
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 FLOOR_DB = -100.0  # 10 log10(1e-10): what the log-mel gives silence
@@ -58,10 +58,10 @@ def test_any_finite_float16_array_decodes_within_the_bound(mel):
 
 
 @st.composite
-def log_mels(draw) -> np.ndarray:
+def log_mels(draw, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Arrays shaped like log-mels: a peak, a floor (the -100 dB of silence, or the db_range clamp),
     many values pinned at it, constant arrays and single frames included."""
-    shape = draw(st.tuples(st.integers(1, 64), st.sampled_from([1, 2, 3, 17, 126, 216])))
+    shape = shape or draw(st.tuples(st.integers(1, 64), st.sampled_from([1, 2, 3, 17, 126, 216])))
     peak = draw(st.floats(-100, 120))
     span = draw(st.sampled_from([0.0, 1e-3, 0.1, 20.0, 80.0, 200.0]) | st.floats(0, 300))
     floor = max(FLOOR_DB, peak - span) if draw(st.booleans()) else peak - span
@@ -176,3 +176,12 @@ def test_a_plain_webdataset_reader_decodes_it_as_the_readme_says(tmp_path, mel):
     mel_wds = meta["mel_offset"] + meta["mel_scale"] * theirs["mel.u8.npy"].astype(np.float32)
     ours = decode_mel(next(iter_samples(path)))
     assert np.array_equal(mel_wds.astype(np.float32), ours)
+
+
+@given(st.lists(log_mels((8, 17)) | st.just(np.full((8, 17), FLOOR_DB, np.float16)), min_size=1, max_size=5))
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_loader_s_batch_decode_is_decode_mel_s_numbers(mels):
+    samples = [{**_u8_sample(mel, f"k{i}"), "__url__": "t.tar"} for i, mel in enumerate(mels)]
+    batch = stack_mels(samples)
+    assert batch.dtype == np.float32
+    assert np.array_equal(batch, np.stack([decode_mel(s) for s in samples]))
