@@ -18,6 +18,8 @@ JSON numbers), so shards stay byte-identical across `--jobs` counts and reruns.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shared.config import MEL_ENCODINGS
@@ -29,20 +31,26 @@ LEVELS = 255  # codes 0..255
 def encode_u8(mel: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(codes, offset, scale) of a finite float16 or float32 mel; `decode_u8` inverts it within
     `(max - min) / 510` (see the module doc). A non-finite value is a ValueError."""
-    values = np.asarray(mel, dtype=np.float32)
-    if values.size == 0:
-        return np.zeros(values.shape, np.uint8), 0.0, 0.0
+    mel = np.asarray(mel)
+    if mel.dtype not in (np.float16, np.float32):
+        mel = mel.astype(np.float32)  # the offset must be a float32 value, and the bound is against these
+    if mel.size == 0:
+        return np.zeros(mel.shape, np.uint8), 0.0, 0.0
+    values = mel.astype(np.float64)  # exact; every step below is in float64 on float32 values
     low, high = float(values.min()), float(values.max())
-    if not (np.isfinite(low) and np.isfinite(high)):
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("a log-mel with NaN or infinite values cannot be stored as uint8")
     span = high - low  # exact: both are float32 values, their difference fits a float64
     scale = np.float32(span / LEVELS)
     if float(scale) * LEVELS < span:  # rounded down: the top code would fall short of the maximum
         scale = np.nextafter(scale, np.float32(np.inf))
     if scale == 0:
-        return np.zeros(values.shape, np.uint8), low, 0.0
-    codes = np.rint((values.astype(np.float64) - low) / float(scale))
-    return np.clip(codes, 0, LEVELS).astype(np.uint8), low, float(scale)
+        return np.zeros(mel.shape, np.uint8), low, 0.0
+    values -= low
+    values /= float(scale)
+    np.rint(values, out=values)
+    np.clip(values, 0, LEVELS, out=values)
+    return values.astype(np.uint8), low, float(scale)
 
 
 def decode_u8(codes: np.ndarray, offset: float, scale: float) -> np.ndarray:
