@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 
 from shared.errors import DataError
-from shared.melcodec import decode_u8
+from shared.melcodec import MEMBERS, decode_u8
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 WANTED = frozenset({"mel.npy", "mel.u8.npy", "cls", "json"})
 # The mel's member in each encoding (`shared.melcodec`): a required `mel.npy` is met by either,
 # and a `mel.u8.npy` needs the json that holds its offset and scale.
-U8_MEL = "mel.u8.npy"
+U8_MEL = MEMBERS["uint8"]
 # Extensions webdataset would decode by unpickling (or torch.load): a shard carrying one was not
 # written by melshard and may run code when decoded by another tool.
 PICKLED = frozenset({"pyd", "pkl", "pickle", "pth", "pt"})
