@@ -16,7 +16,7 @@ from shared.errors import ConfigError, UsageError
 from shared.manifest import MANIFEST, Manifest
 from shared.melcodec import error_bound
 from shared.shardio import decode_mel, iter_samples
-from tests.audio_fixtures import make_corpus
+from tests.audio_fixtures import make_corpus, run_module, write_tiny_config
 from tests.conftest import TINY_AUDIO
 
 
@@ -43,10 +43,17 @@ def both(corpus, tmp_path_factory):
 
 
 def test_uint8_output_is_byte_identical_across_jobs_and_reruns(corpus, both, tmp_path):
-    run(RunOptions(corpus, tmp_path / "two", jobs=2), _cfg("uint8"))
+    # The command line, with the worker pool (conftest's MELSHARD_POOL_SAMPLES=1 is inherited): in
+    # a subprocess, so that no loky executor another test left in this process is reused.
+    config = write_tiny_config(tmp_path / "tiny.toml", head="shard_size = 6")
+    command = ("preprocess", str(corpus), "--out", str(tmp_path / "two"), "--config", str(config),
+               "--mel-encoding", "uint8", "--jobs", "2")
+    result = run_module(*command)
+    assert result.returncode == 0, result.stderr
     first = _published(both / "uint8")
     assert _published(tmp_path / "two") == first and any(name.endswith(".tar") for name in first)
-    run(RunOptions(corpus, tmp_path / "two", jobs=2), _cfg("uint8"))  # a rerun keeps every shard as it is
+    result = run_module(*command)  # a rerun keeps every shard as it is
+    assert result.returncode == 0 and "nothing" in result.stdout + result.stderr, result.stderr
     assert _published(tmp_path / "two") == first
 
 
