@@ -16,6 +16,7 @@ clips, no labels used: trainer/adapt.py), and with both.
 
     python bench/fsdd.py --protocol official --model cnn [--width 0.5] [--epochs N]
     python bench/fsdd.py --protocol loso --model cnn [--folds george,lucas]
+    python bench/fsdd.py ... --mel-encoding uint8 --work /tmp/melshard-fsdd-u8   (8-bit stored mels)
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def fold(work: Path, name: str, test_speaker: str | None, args: argparse.Namespa
     write_csv(table, test_speaker)
     start = time.perf_counter()
     command("preprocess", str(table), "--out", str(folder / "shards"), "--config",
-            str(args.preprocess_config), "--overwrite")
+            str(args.preprocess_config), "--overwrite", *(["--mel-encoding", args.mel_encoding]
+                                                          if args.mel_encoding else []))
     prep = time.perf_counter() - start
+    splits = json.loads((folder / "shards" / "manifest.json").read_text())["splits"].values()
+    per_sample = sum(e["bytes"] for s in splits for e in s["shards"]) / sum(s["samples"] for s in splits)
     run = folder / f"run-{args.model}"
     train = ["trainer", "train", str(folder / "shards"), "--out", str(run), "--model", args.model,
              "--width", str(args.width), "--config", str(args.train_config)]
@@ -100,13 +104,14 @@ def fold(work: Path, name: str, test_speaker: str | None, args: argparse.Namespa
     with (run / "metrics.csv").open() as handle:
         history = list(csv.DictReader(handle))
     result = {"fold": name, **scored, "macro_f1": metrics["macro_f1"],
-              "epochs": len(history), "preprocess_s": prep, "train_s": trained,
+              "epochs": len(history), "shard_bytes_per_sample": per_sample, "preprocess_s": prep, "train_s": trained,
               "samples_per_s": float(np.mean([float(r["samples_per_s"]) for r in history])),
               "data_wait": float(np.mean([float(r["data_wait_fraction"]) for r in history])),
               "worst_group": metrics.get("worst_group")}
     print(f"{name:10s} test accuracy {result['accuracy']:.2%}  macro-F1 {result['macro_f1']:.4f}  "
           + "".join(f"{' '.join(options)} {result[key]:.2%}  " for key, options in VARIANTS.items() if options)
-          + f"epochs {result['epochs']}  preprocess {prep:.0f} s  train {trained:.0f} s  "
+          + f"epochs {result['epochs']}  {per_sample:,.0f} shard bytes/sample  "
+          f"preprocess {prep:.0f} s  train {trained:.0f} s  "
           f"{result['samples_per_s']:.0f} samples/s  data wait {result['data_wait']:.1%}", flush=True)
     return result
 
@@ -119,6 +124,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the config's epochs")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed (a fold moves 5-11 "
                                                                 "points between seeds: compare recipes over several)")
+    parser.add_argument("--mel-encoding", choices=["float16", "uint8"], default=None,
+                        help="how the shards store each log-mel (default: the preprocess config's, float16)")
     parser.add_argument("--folds", default=",".join(SPEAKERS), help="loso: speakers to hold out")
     parser.add_argument("--work", default="/tmp/melshard-fsdd")
     parser.add_argument("--preprocess-config", type=Path, default=None,
@@ -139,6 +146,7 @@ def main() -> None:
     print(f"# command: python bench/fsdd.py --protocol {args.protocol} --model {args.model} --width {args.width}"
           + (f" --epochs {args.epochs}" if args.epochs else "")
           + (f" --seed {args.seed}" if args.seed is not None else "")
+          + (f" --mel-encoding {args.mel_encoding}" if args.mel_encoding else "")
           + (f" --folds {args.folds}" if args.protocol == "loso" else ""))
     print(f"# features: {args.preprocess_config.name}; training: {args.train_config.name}")
     if args.protocol == "official":

@@ -13,6 +13,11 @@ start-up is excluded; each is the best of several passes, so a busy neighbour on
 machine does not decide the figure.
 
     python bench/loader_throughput.py [--workers 2] [--batch-size 32] [--work /tmp/melshard-loader]
+
+`--encodings float16,uint8` compares the stored mel encodings instead (`--mel-encoding` of
+preprocess): the same clips preprocessed once per encoding, then shard bytes per sample, the
+ShardStream's rate (rounds alternating between the encodings, best of each) and a one-process
+read + decode rate, all in one run.
 """
 
 from __future__ import annotations
@@ -125,15 +130,76 @@ def time_shard_check(folder: Path, manifest: dict) -> None:
           "the hash alone")
 
 
+def _stream_rate(shards: Path, args: argparse.Namespace, epochs: int):
+    """A loader over `shards`' train split, warmed up; yields its best rate after each epoch."""
+    stream = ShardStream(str(shards), shards_of(Manifest.read(shards), "train"), args.batch_size, args.workers,
+                         seed=0, shuffle_buffer=1000)
+    loader = make_loader(stream, pin_memory=False, prefetch_factor=4)
+    stream.start_epoch(0)
+    rate(iter_batches(loader), stream.samples)  # warm-up: workers start, page cache fills
+    yield 0.0
+    for epoch in range(1, epochs + 1):
+        stream.start_epoch(epoch)
+        yield rate(iter_batches(loader), stream.samples)
+
+
+def compare_encodings(src: Path, work: Path, args: argparse.Namespace) -> None:
+    """Bytes per sample, loader rate and one-process decode rate of each stored mel encoding."""
+    from shared.shardio import decode_mel, iter_samples
+
+    encodings = args.encodings.split(",")
+    folders = {}
+    for encoding in encodings:
+        folders[encoding] = work / f"shards-{encoding}"
+        preprocess(src, folders[encoding], "--augment-copies", "0", "--mel-encoding", encoding)
+    print(f"# loader throughput by mel encoding: {machine()}")
+    print(f"# command: python bench/loader_throughput.py --encodings {args.encodings} --workers {args.workers} "
+          f"--batch-size {args.batch_size} --rounds {args.rounds}")
+    for encoding, folder in folders.items():
+        manifest = Manifest.read(folder)
+        entries = manifest.shards("train")
+        total = sum(e.bytes for e in entries)
+        first = next(iter_samples(folder / entries[0].name))
+        member = next(k for k in ("mel.npy", "mel.u8.npy") if k in first)
+        print(f"{encoding:8s}: {total / manifest.counts['train']:9,.0f} shard bytes per sample "
+              f"({len(first[member]):,} in its {member}), {manifest.counts['train']} samples, "
+              f"mel {'x'.join(map(str, decode_mel(first).shape))}")
+    # Rounds alternate between the encodings (each loader kept warm), so a busy neighbour slows both alike.
+    streams = {e: _stream_rate(f, args, args.rounds) for e, f in folders.items()}
+    for it in streams.values():
+        next(it)
+    best = dict.fromkeys(folders, 0.0)
+    for _ in range(args.rounds):
+        for encoding, it in streams.items():
+            best[encoding] = max(best[encoding], next(it))
+    decode = {}
+    for _ in range(args.rounds):
+        for encoding, folder in folders.items():
+            paths = [folder / e.name for e in Manifest.read(folder).shards("train")]
+            decode[encoding] = max(decode.get(encoding, 0.0),
+                                   _read_rate(paths, lambda p: (decode_mel(s) for s in iter_samples(p))))
+    base = encodings[0]
+    for encoding in encodings:
+        print(f"{encoding:8s}: ShardStream {args.workers} workers {best[encoding]:9.1f} samples/s "
+              f"({best[encoding] / best[base]:.2f}x {base}); one process read + decode {decode[encoding]:9.1f} "
+              f"samples/s ({decode[encoding] / decode[base]:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--baseline-samples", type=int, default=640, help="samples timed for the baseline")
     parser.add_argument("--work", default="/tmp/melshard-loader")
+    parser.add_argument("--encodings", default="", help="compare these stored mel encodings instead, e.g. "
+                                                         "float16,uint8 (the first is the reference)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --encodings: epochs timed per encoding")
     args = parser.parse_args()
     work = Path(args.work)
     src = corpus_folder(work)
+    if args.encodings:
+        compare_encodings(src, work, args)
+        return
     shards = work / "shards"
     preprocess(src, shards, "--augment-copies", "0")
     manifest = read_manifest(shards)

@@ -102,7 +102,8 @@ class ShardLoader:
 
     - `mel`: float32 `[B, 1, n_mels, frames]`, standardised per band with the train split's
       statistics (as the trainer does), or the stored float16 `[B, n_mels, frames]` with
-      `normalise=False`; `label`: int64 `[B]` (-1 for an unlabeled test clip).
+      `normalise=False` (float32, decoded, from shards preprocessed with `mel_encoding = "uint8"`);
+      `label`: int64 `[B]` (-1 for an unlabeled test clip).
     - `set_epoch(e)` picks the epoch (its shuffle), as with `DistributedSampler`; iterating again
       after a finished epoch goes on with the next one.
     - `state_dict()` after any batch, `load_state_dict()` on a fresh loader: the remaining batches

@@ -26,7 +26,7 @@ from shared.console import plot_label, shown  # noqa: E402
 from shared.errors import DataError, one_line  # noqa: E402
 from shared.integrity import BadShard, check_shards, describe_loss  # noqa: E402
 from shared.manifest import ERRORS, Manifest  # noqa: E402
-from shared.shardio import decode_npy, iter_samples, required_members  # noqa: E402
+from shared.shardio import decode_mel, iter_samples, required_members  # noqa: E402
 from shared.sources import SPLITS  # noqa: E402
 
 PER_CLASS = 4
@@ -44,7 +44,7 @@ def _examples(folder: Path, manifest: Manifest, per_class: int, damaged: set[str
             meta = json.loads(sample["json"])
             label = meta.get("label")
             if label in wanted and meta.get("copy", 0) == 0 and len(wanted[label]) < per_class:
-                wanted[label].append(decode_npy(sample["mel.npy"], shard.name).astype(np.float32))
+                wanted[label].append(decode_mel(sample).astype(np.float32))
         if all(len(v) >= per_class for v in wanted.values()):
             break
     return wanted
@@ -106,6 +106,9 @@ def _config_rows(manifest: Manifest) -> list[tuple[str, str]]:
                                        f"{augment.balance_cap} per clip (balance_classes; per class below)"))
     else:
         rows.append(("augment copies", str(augment.copies)))
+    if manifest.config.mel_encoding == "uint8":
+        rows.append(("mel_encoding", "uint8 (8-bit codes, a per-clip offset and scale; decoded within "
+                                     "(max - min) / 510 dB)"))
     rows.append(("seed", str(manifest.seed)))
     return rows
 

@@ -188,6 +188,8 @@ def job_fingerprint(job: ShardJob, cfg: PreprocessConfig) -> str:
     """
     content = to_dict(cfg)
     recipe = {"audio": content["audio"], "augment": content["augment"], "seed": cfg.seed, "features": FEATURES}
+    if cfg.mel_encoding != PreprocessConfig.mel_encoding:  # the default leaves earlier fingerprints as they were
+        recipe["mel_encoding"] = cfg.mel_encoding
     items = [[i.key, i.rel, i.label, i.cls, i.group, i.copies, i.size, i.mtime_ns] for i in job.items]
     payload = json.dumps([recipe, job.name, items], sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -25,6 +25,7 @@ from shared.atomic import json_bytes
 from shared.audio import clip_to_mel, cropped_seconds, load_clip, windows
 from shared.config import PreprocessConfig
 from shared.decode import AudioError
+from shared.melcodec import MEMBERS, decode_u8, encode_u8
 from shared.runtime import limit_threads, tune_allocator
 
 JOURNAL = ".melshard"
@@ -97,19 +98,27 @@ def journal_name(name: str) -> str:
     return f"{JOURNAL}/done/{name}.json"
 
 
-def _sample(item: Item, made: Made) -> dict:
-    """A WebDataset sample: `KEY.mel.npy`, `KEY.json` and, when labeled, `KEY.cls`."""
+def _sample(item: Item, made: Made, encoding: str = "float16") -> tuple[dict, np.ndarray]:
+    """A WebDataset sample: `KEY.mel.npy` (or `KEY.mel.u8.npy` with `encoding` uint8: the codes,
+    their offset and scale in the json, `shared.melcodec`), `KEY.json` and, when labeled,
+    `KEY.cls`; and the mel a reader decodes from it (for the train statistics)."""
     meta = {"path": item.rel, "label": item.label, "copy": made.copy, "augment": made.augment,
             "duration_s": round(made.seconds, 4)}
     if item.group is not None:
         meta["group"] = item.group
     if made.window is not None:
         meta["segment"], meta["offset_s"] = made.window[0], round(made.window[1], 4)
-    sample = {"__key__": made.key, "mel.npy": _npy_bytes(made.mel),
-              "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    stored = made.mel
+    if encoding == "uint8":
+        codes, meta["mel_offset"], meta["mel_scale"] = encode_u8(made.mel)
+        stored = decode_u8(codes, meta["mel_offset"], meta["mel_scale"])
+        data = _npy_bytes(codes)
+    else:
+        data = _npy_bytes(made.mel)
+    sample = {"__key__": made.key, MEMBERS[encoding]: data, "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
     if item.cls is not None:
         sample["cls"] = str(item.cls).encode("ascii")
-    return sample
+    return sample, stored
 
 
 class _BandStats:
@@ -219,9 +228,10 @@ def write_shard(job: ShardJob, cfg: PreprocessConfig, out: str, in_worker: bool 
                     errors.append([item.rel, "features", "error", f"{type(exc).__name__}: {exc}"])
                     continue
                 for made in samples:
-                    sink.write(_sample(item, made))
+                    sample, stored = _sample(item, made, cfg.mel_encoding)
+                    sink.write(sample)
                     if job.split == "train":
-                        stats.add(made.mel)
+                        stats.add(stored)
                 clips += 1
                 cropped += dropped > 0
                 cropped_s += dropped

@@ -28,6 +28,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 TRANSFORMS = ("noise", "pitch", "speed", "shift", "reverb", "gain", "cut")  # every transform there is
 DEFAULT_TRANSFORMS = TRANSFORMS[:6]  # the seeds' five plus gain
 DB_REFERENCES = ("full_scale", "clip_max")
+# How a sample's log-mel is stored (shared.melcodec): float16, or 8-bit codes with a per-clip
+# offset and scale (half the bytes, within (max - min) / 510 dB of the float16 values).
+MEL_ENCODINGS = ("float16", "uint8")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -251,10 +254,17 @@ class PreprocessConfig:
     val_fraction: float = option(0.2, "validation share")  # of the labeled clips, stratified
     shard_size: int = option(500, "samples per shard")  # augmented copies included
     max_rejected: float = option(0.5, "fail when more than this share of inputs is rejected")
+    # Recorded in the manifest's `preprocess` table only when not float16, so that a default
+    # run's manifest (and an older one, which has no such key) stays what it was.
+    mel_encoding: str = option("float16", "how each log-mel is stored: float16, or uint8 (lossy: half the bytes, "
+                                          "within (max - min) / 510 dB of the clip's float16 values; readers "
+                                          "decode it to float32)", choices=MEL_ENCODINGS)
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)  # its own message gives the range, whatever the type
         _check_types(self)
+        _require(self.mel_encoding in MEL_ENCODINGS,
+                 f"mel_encoding must be one of {', '.join(MEL_ENCODINGS)}, got {self.mel_encoding!r}")
         _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
         _require(self.shard_size >= 1, "shard_size must be at least 1")
         _require(0 <= self.max_rejected <= 1, "max_rejected must be in [0, 1]")

@@ -7,7 +7,8 @@ reads it goes through `Manifest`, a frozen, typed view checked once, when it is 
     audio       the AudioConfig the mels were made with
     augment     the AugmentConfig of the stored copies
     seed        the seed of the split, the shard order and the augmentation
-    preprocess  the remaining PreprocessConfig fields (val_fraction, shard_size, max_rejected)
+    preprocess  the remaining PreprocessConfig fields (val_fraction, shard_size, max_rejected, and
+                mel_encoding when not float16: absent means float16)
     labels      class names; label index i is labels[i]
     splits      per split (train, val, test): samples, clips, per_class samples, shards (name,
                 samples, bytes, sha256) and, for train, copies_per_class (augmented copies)
@@ -40,6 +41,8 @@ SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.tar")  # plain names only:
 def config_fields(cfg: PreprocessConfig) -> dict[str, Any]:
     """The manifest's config part: `audio`, `augment`, `seed` and the remaining options."""
     data = to_dict(cfg)
+    if data["mel_encoding"] == PreprocessConfig.mel_encoding:  # the default is not written (older manifests lack it)
+        del data["mel_encoding"]
     return {
         "audio": data.pop("audio"),
         "augment": data.pop("augment"),

@@ -19,6 +19,8 @@ PAX record, a duplicate member in a sample, a sample without a required member) 
 from __future__ import annotations
 
 import io
+import json
+import math
 import re
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -27,10 +29,14 @@ from typing import Any
 import numpy as np
 
 from shared.errors import DataError
+from shared.melcodec import MEMBERS, decode_u8
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
-WANTED = frozenset({"mel.npy", "cls", "json"})
+WANTED = frozenset({"mel.npy", "mel.u8.npy", "cls", "json"})
+# The mel's member in each encoding (`shared.melcodec`): a required `mel.npy` is met by either,
+# and a `mel.u8.npy` needs the json that holds its offset and scale.
+U8_MEL = MEMBERS["uint8"]
 # Extensions webdataset would decode by unpickling (or torch.load): a shard carrying one was not
 # written by melshard and may run code when decoded by another tool.
 PICKLED = frozenset({"pyd", "pkl", "pickle", "pth", "pt"})
@@ -62,7 +68,8 @@ class ShardError(DataError, ValueError):
 
 
 def required_members(shard_name: str) -> frozenset[str]:
-    """What every sample of a shard must hold: `mel.npy`, and `cls` in the labeled splits."""
+    """What every sample of a shard must hold: `mel.npy` (or, uint8-encoded, `mel.u8.npy` and
+    `json`), and `cls` in the labeled splits."""
     split = Path(shard_name).name.split("-", 1)[0]
     return frozenset({"mel.npy", "cls"}) if split in ("train", "val") else frozenset({"mel.npy"})
 
@@ -263,6 +270,8 @@ def iter_stream(handle, url: str, wanted: Collection[str] | None = WANTED,
 
 def _complete(sample: dict[str, Any], required: Collection[str]) -> dict[str, Any]:
     for member in required:
+        if member == "mel.npy" and U8_MEL in sample and "mel.npy" not in sample:
+            member = "json"  # a uint8 mel: its offset and scale are in the json
         if member not in sample:
             raise ShardError(f"{sample['__url__']}: sample '{sample['__key__']}' has no {member} member "
                              "(damaged, or not written by melshard)")
@@ -271,12 +280,58 @@ def _complete(sample: dict[str, Any], required: Collection[str]) -> dict[str, An
 
 _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
 _ALLOWED = frozenset({np.dtype("float16"), np.dtype("float32")})
+_CODES = frozenset({np.dtype("uint8")})
 
 
-def decode_npy(data: bytes, url: str = "") -> np.ndarray:
-    """An array from `.npy` bytes: float16/float32 only, never a pickle, headers parsed once."""
+def decode_mel(sample: dict[str, Any]) -> np.ndarray:
+    """A sample's log-mel `[n_mels, frames]` in either encoding: float16 as stored (`mel.npy`),
+    or float32 decoded from uint8 codes (`mel.u8.npy`, its offset and scale in the json)."""
+    data = sample.get("mel.npy")
+    if data is not None:
+        return decode_npy(data, sample.get("__url__", ""))
+    return decode_u8(*_u8_parts(sample))
+
+
+def stack_mels(samples: list[dict[str, Any]]) -> np.ndarray:
+    """The samples' log-mels `[B, n_mels, frames]`, as `decode_mel` gives each: float16 when every
+    one is stored so, else float32 (uint8 codes decoded in one vectorised pass, the same numbers)."""
+    if all(s.get("mel.npy") is not None for s in samples):
+        return np.stack([decode_npy(s["mel.npy"], s["__url__"]) for s in samples])
+    if any(s.get("mel.npy") is not None for s in samples):  # mixed encodings: not written by one run
+        return np.stack([decode_mel(s).astype(np.float32, copy=False) for s in samples])
+    parts = [_u8_parts(s) for s in samples]
+    mels = np.stack([codes for codes, _, _ in parts]).astype(np.float32)
+    mels *= np.array([scale for _, _, scale in parts], np.float32)[:, None, None]
+    mels += np.array([offset for _, offset, _ in parts], np.float32)[:, None, None]
+    return mels
+
+
+def _u8_parts(sample: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    """(codes, offset, scale) of a uint8-encoded sample, or a `ShardError` naming it."""
+    url = sample.get("__url__", "")
+    data = sample.get(U8_MEL)
+    if data is None:
+        raise ShardError(f"{url}: sample '{sample.get('__key__')}' has no mel.npy member "
+                         "(damaged, or not written by melshard)")
+    codes = decode_npy(data, url, allowed=_CODES, member=U8_MEL)
+    try:
+        meta = json.loads(sample["json"])
+        offset, scale = meta["mel_offset"], meta["mel_scale"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and v == float(np.float32(v)) for v in (offset, scale)) or scale < 0:
+            raise ValueError(f"mel_offset {offset!r} and mel_scale {scale!r} are not float32 numbers")
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{url}: sample '{sample.get('__key__')}' has a {U8_MEL} without a usable mel_offset and "
+                         f"mel_scale in its json ({type(exc).__name__}: {exc})") from None
+    return codes, offset, scale
+
+
+def decode_npy(data: bytes, url: str = "", allowed: frozenset[np.dtype] = _ALLOWED,
+               member: str = "mel.npy") -> np.ndarray:
+    """An array from `.npy` bytes: of the `allowed` dtypes only (float16/float32 by default),
+    never a pickle, headers parsed once."""
     if data[:6] != b"\x93NUMPY":
-        raise ShardError(f"{url}: mel.npy is not a .npy file")
+        raise ShardError(f"{url}: {member} is not a .npy file")
     width = 2 if data[6] == 1 else 4
     end = 8 + width + int.from_bytes(data[8 : 8 + width], "little")
     header = data[:end]
@@ -286,16 +341,20 @@ def decode_npy(data: bytes, url: str = "") -> np.ndarray:
         version = np.lib.format.read_magic(stream)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in readers:
-            raise ShardError(f"{url}: mel.npy has format version {version}; expected 1.0 or 2.0")
+            raise ShardError(f"{url}: {member} has format version {version}; expected 1.0 or 2.0")
         shape, fortran, dtype = readers[version](stream)
-        if dtype not in _ALLOWED or fortran:
-            raise ShardError(f"{url}: mel.npy holds {dtype}{' (Fortran order)' if fortran else ''}; "
-                             "only float16/float32 arrays are accepted")
+        if dtype not in allowed or fortran:
+            names = "/".join(sorted(str(d) for d in allowed))
+            raise ShardError(f"{url}: {member} holds {dtype}{' (Fortran order)' if fortran else ''}; "
+                             f"only {names} arrays are accepted")
         known = (dtype, tuple(shape), end)
         if len(_HEADERS) < 64:
             _HEADERS[header] = known
     dtype, shape, offset = known
+    if dtype not in allowed:  # a header parsed before for another member
+        raise ShardError(f"{url}: {member} holds {dtype}; only {'/'.join(sorted(str(d) for d in allowed))} "
+                         "arrays are accepted")
     count = int(np.prod(shape))
     if len(data) - offset != count * dtype.itemsize:
-        raise ShardError(f"{url}: mel.npy is truncated")
+        raise ShardError(f"{url}: {member} is truncated")
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)

@@ -2,7 +2,8 @@
 
 Each DataLoader worker runs a small pipeline over its part of the epoch: tar members -> samples
 (`shared.shardio`) -> a seeded shuffle buffer -> skip what a resumed run already consumed
-(before decoding) -> decode `mel.npy` (numeric arrays only, never a pickle) -> batches. Workers
+(before decoding) -> decode `mel.npy` (numeric arrays only, never a pickle; a uint8-encoded
+`mel.u8.npy` to float32) -> batches. Workers
 batch themselves (the DataLoader gets `batch_size=None`), so the main process does no
 per-sample Python work and every batch records which worker made it.
 
@@ -32,7 +33,7 @@ from shared.integrity import BadShard, check_shards
 from shared.interrupt import STOPPABLE, blocked, ignore_in_worker
 from shared.location import Location
 from shared.manifest import Manifest
-from shared.shardio import decode_npy, iter_stream, required_members
+from shared.shardio import iter_stream, required_members, stack_mels
 from trainer import plan
 
 KEY_LOG = "MELSHARD_KEY_LOG"  # test hook: append "epoch step rank key" for every sample trained on
@@ -249,7 +250,7 @@ class ShardStream(IterableDataset):
 
     def _collate(self, chunk: list[list[dict[str, Any]]], worker: int) -> dict[str, Any]:
         samples = [s for batch in chunk for s in batch]
-        mels = np.stack([decode_npy(s["mel.npy"], s["__url__"]) for s in samples])
+        mels = stack_mels(samples)  # float16 as stored, or float32 decoded from uint8 codes
         # One tensor per chunk: each tensor crosses to the main process as its own shared-memory
         # segment, so labels travel as a plain list.
         batch = {"mel": torch.from_numpy(mels), "label": [int(s["cls"]) if "cls" in s else -1 for s in samples],
@@ -288,7 +289,7 @@ def iter_batches(loader) -> Iterator[dict[str, Any]]:
 
 
 class BandNorm:
-    """Per-band standardisation of float16 mels `[B, M, T]` -> float32 `[B, 1, M, T]`.
+    """Per-band standardisation of float16 (or float32) mels `[B, M, T]` -> float32 `[B, 1, M, T]`.
 
     The one copy used by training, evaluation and prediction, so the model always sees inputs
     scaled the same way. Bands with (near) zero spread are floored so they cannot blow up.
