@@ -76,6 +76,11 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, in
     return seconds, peak
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under `folder`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def python_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO))
 

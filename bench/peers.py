@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, python_env, run_measured  # noqa: E402
+from bench.common import folder_bytes, machine, python_env, run_measured  # noqa: E402
 
 SR, N_FFT, HOP, N_MELS = 22050, 2048, 512, 128  # melshard's AudioConfig defaults
 JOBS = 2
@@ -100,10 +100,6 @@ def peers(src: Path, out: Path, shard_size: int) -> dict[str, tuple[list[str], s
 def missing(module: str | None) -> bool:
     need = [module, "librosa"] if module == "webdataset" else [module, "lilcom"] if module == "lhotse" else []
     return any(importlib.util.find_spec(name) is None for name in need)
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def main() -> None:

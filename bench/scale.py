@@ -37,7 +37,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, machine, python_env  # noqa: E402
+from bench.common import REPO, folder_bytes, machine, python_env  # noqa: E402
 
 SR = 8000
 CLASSES = 10
@@ -167,10 +167,6 @@ def _journaled(out: Path) -> int:
         return 0
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def measure(work: Path, n: int, layout: str) -> dict:
     from melshard.cli import command_parser
     from melshard.commands import preprocess_options
@@ -240,7 +236,7 @@ def measure(work: Path, n: int, layout: str) -> dict:
         "resume_s": resume_s, "verified": verified, "second_s": second_s,
         "parent_rss": max(watch.parent, watch2.parent), "worker_rss": max(watch.worker, watch2.worker),
         "manifest_bytes": (out / "manifest.json").stat().st_size, "manifest_load_s": manifest_load_s,
-        "journal_bytes": _folder_bytes(out / ".melshard"), "error_rows": error_rows,
+        "journal_bytes": folder_bytes(out / ".melshard"), "error_rows": error_rows,
         "shard_bytes": sum(p.stat().st_size for p in out.glob("*.tar")),
     }
     shutil.rmtree(root, ignore_errors=True)
