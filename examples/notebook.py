@@ -22,7 +22,7 @@ corpus = make_demo_corpus(work / "corpus", per_class=10, test_per_class=2, sr=80
 # %% Preprocess: tiny features (8 kHz, 1 s, 32 mels) so that everything runs in seconds.
 result = melshard.preprocess(corpus["train"], work / "shards", test=corpus["test"], jobs=1, sr=8000,
                              duration_s=1.0, n_mels=32, n_fft=256, hop_length=64, augment_copies=1)
-print(result.manifest["inputs"], f"{result.seconds:.1f} s")
+print(result.manifest.inputs, f"{result.seconds:.1f} s")
 print(result.errors[["path", "reason"]])  # the broken files, one row each
 
 # %% The shards and a loader: normalised float32 mels [B, 1, 32, 126] and int64 labels.

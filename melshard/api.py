@@ -39,7 +39,7 @@ class PreprocessResult:
     """What a preprocessing run made: `out` now holds the shards, manifest.json and errors.csv."""
 
     out: Path | str
-    manifest: dict[str, Any]
+    manifest: Manifest  # what out/manifest.json holds (`.to_dict()`: its JSON object)
     errors: pd.DataFrame  # path, stage, reason, detail: one row per rejected input
     seconds: float
     skipped_shards: int  # finished shards of an earlier run that were verified and kept
@@ -89,7 +89,7 @@ def preprocess(src: str | Path, out: str | Path, *, test: str | Path | None = No
     console.quiet = not console.is_terminal  # progress=None: a bar on a terminal, else nothing
     with main_process_interrupts():  # Ctrl-C stops the run without a traceback from every worker
         result = run(opts, cfg, console)
-    problem = failure(Manifest.from_dict(result.manifest), cfg.max_rejected, opts.out)
+    problem = failure(result.manifest, cfg.max_rejected, opts.out)
     if problem:
         raise DataError(problem)
     return PreprocessResult(opts.out, result.manifest, rejections_frame(result.errors),

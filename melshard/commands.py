@@ -74,7 +74,6 @@ def preprocess(args: argparse.Namespace, caught: Interrupts) -> int:
     from preprocess.pipeline import run as run_preprocess
     from preprocess.report import summary
     from preprocess.settings import failure
-    from shared.manifest import Manifest
     from shared.runtime import limit_threads, tune_allocator
 
     opts, cfg = preprocess_options(args)
@@ -86,7 +85,7 @@ def preprocess(args: argparse.Namespace, caught: Interrupts) -> int:
     limit_threads()
     with main_process_interrupts(caught):  # Ctrl-C, SIGTERM: one line, no worker tracebacks
         result = run_preprocess(opts, cfg, Console(stderr=True))
-    manifest = Manifest.from_dict(result.manifest)
+    manifest = result.manifest
     summary(manifest, result.errors, result.seconds, result.jobs, Console(), result.processed)
     if result.skipped_shards:
         print(f"resumed: {result.skipped_shards} finished shard(s) were verified and kept")

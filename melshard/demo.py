@@ -21,7 +21,6 @@ from preprocess.settings import DEMO_CONFIG
 from preprocess.synth import make_demo_corpus
 from shared.config import TrainConfig
 from shared.console import plain, shown
-from shared.manifest import Manifest
 from trainer import checkpoint
 from trainer.loop import train
 from trainer.predict import PredictOptions, run_evaluate, run_predict
@@ -42,7 +41,7 @@ def run_demo(work: Path, quick: bool = False) -> int:
 
     console.rule("1. preprocess")
     result = run(RunOptions(corpus / "train", shards, corpus / "test"), DEMO_CONFIG, console)
-    summary(Manifest.from_dict(result.manifest), result.errors, result.seconds, result.jobs, Console())
+    summary(result.manifest, result.errors, result.seconds, result.jobs, Console())
 
     console.rule("2. train")
     cfg = QUICK_TRAIN if quick else DEMO_TRAIN

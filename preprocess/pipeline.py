@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
@@ -30,13 +29,12 @@ from preprocess.report import class_warnings, imbalance_notes, track
 from preprocess.settings import RunOptions
 from preprocess.shards import JOURNAL, ShardRecord, write_shard
 from preprocess.split import assign_splits
-from shared.atomic import json_bytes
 from shared.config import PreprocessConfig
 from shared.console import plain
 from shared.errors import UsageError
 from shared.labels import fit_labels
 from shared.location import is_remote
-from shared.manifest import ERRORS, FORMAT, MANIFEST, config_fields
+from shared.manifest import ERRORS, MANIFEST, Inputs, Manifest, ShardEntry, Split, Stats
 from shared.rejections import rejections_csv
 from shared.runtime import available_cores
 from shared.sources import HIDDEN, SPLITS, Clip, Rejection, drop_duplicates, list_source
@@ -45,7 +43,7 @@ from shared.targets import check_output_folder, check_outside
 
 @dataclass(frozen=True)
 class RunResult:
-    manifest: dict[str, Any]
+    manifest: Manifest
     errors: list[list[str]]
     seconds: float
     jobs: int
@@ -175,7 +173,7 @@ def _run_on_dask(pending: list[ShardJob], cfg: PreprocessConfig, out: Output, sc
                              "AWS_PROFILE or AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for other stores)") from None
 
 
-def _stats(records: list[ShardRecord], n_mels: int) -> dict[str, list[float]]:
+def _stats(records: list[ShardRecord], n_mels: int) -> Stats:
     band_sum, band_sumsq, frames = np.zeros(n_mels), np.zeros(n_mels), 0
     for record in records:  # plan order: the same float sums whatever the worker count
         if record.split == "train":
@@ -183,40 +181,35 @@ def _stats(records: list[ShardRecord], n_mels: int) -> dict[str, list[float]]:
             band_sumsq += np.asarray(record.stats["sumsq"])
             frames += record.stats["frames"]
     if frames == 0:
-        return {"mel_mean": [0.0] * n_mels, "mel_std": [1.0] * n_mels}
+        return Stats((0.0,) * n_mels, (1.0,) * n_mels)
     mean = band_sum / frames
     std = np.sqrt(np.maximum(band_sumsq / frames - mean**2, 0.0))
-    return {"mel_mean": mean.tolist(), "mel_std": std.tolist()}
+    return Stats(tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def build_manifest(records: list[ShardRecord], labels: list[str], cfg: PreprocessConfig, total: int,
-                   rejected: int, hidden: int, train_copies: dict[str, int]) -> dict[str, Any]:
-    """The manifest's JSON object: per split its counts and shards (train: also its augmented
-    copies per class), the train statistics, and what became of every input (`hidden` of the
-    `rejected` were hidden files)."""
-    splits: dict[str, Any] = {}
-    for record in records:
-        split = splits.setdefault(record.split, {"samples": 0, "clips": 0, "per_class": {}, "shards": []})
-        split["samples"] += record.samples
-        split["clips"] += record.clips
-        for name, count in record.per_class.items():
-            split["per_class"][name] = split["per_class"].get(name, 0) + count
-        split["shards"].append({"name": record.name, "samples": record.samples, "bytes": record.bytes,
-                                "sha256": record.sha256})
-    for split in splits.values():
-        split["per_class"] = dict(sorted(split["per_class"].items()))
-    if "train" in splits:
-        splits["train"]["copies_per_class"] = train_copies
-    written = sum(r.clips for r in records)
-    return {
-        "format": FORMAT, **config_fields(cfg), "labels": labels,
-        "splits": {name: splits[name] for name in SPLITS if name in splits},
-        "stats": _stats(records, cfg.audio.n_mels),
-        "inputs": {"total": total, "written": written, "rejected": rejected,
-                   # clips longer than duration_s, cropped to it (without audio.segment), and the audio dropped
-                   "cropped": sum(r.cropped for r in records),
-                   "cropped_s": round(sum(r.cropped_s for r in records), 3), "hidden": hidden},
-    }
+                   rejected: int, hidden: int, train_copies: dict[str, int]) -> Manifest:
+    """The manifest: per split its counts and shards (train: also its augmented copies per
+    class), the train statistics, and what became of every input (`hidden` of the `rejected`
+    were hidden files)."""
+    splits = {}
+    for name in SPLITS:
+        mine = [record for record in records if record.split == name]
+        if not mine:
+            continue
+        per_class: dict[str, int] = {}
+        for record in mine:
+            for label, count in record.per_class.items():
+                per_class[label] = per_class.get(label, 0) + count
+        splits[name] = Split(samples=sum(r.samples for r in mine), clips=sum(r.clips for r in mine),
+                             per_class=dict(sorted(per_class.items())),
+                             shards=tuple(ShardEntry(r.name, r.samples, r.bytes, r.sha256) for r in mine),
+                             copies_per_class=train_copies if name == "train" else None)
+    inputs = Inputs(total=total, written=sum(r.clips for r in records), rejected=rejected,
+                    # clips longer than duration_s, cropped to it (without audio.segment), and the audio dropped
+                    cropped=sum(r.cropped for r in records), cropped_s=round(sum(r.cropped_s for r in records), 3),
+                    hidden=hidden)
+    return Manifest(cfg, tuple(labels), splits, _stats(records, cfg.audio.n_mels), inputs)
 
 
 def rejected_items(plan: list[ShardJob], records: list[ShardRecord]) -> set[tuple[str, str]]:
@@ -300,10 +293,10 @@ def run(opts: RunOptions, cfg: PreprocessConfig, console: Console | None = None)
         train_clips, train_copies = train_counts(plan, failed)
         manifest = build_manifest(ordered, labels, cfg, total, len(errors),
                                   sum(r.reason == HIDDEN for r in rejections), train_copies)
-        if manifest["inputs"]["written"] + len(errors) != total:
+        if manifest.inputs.written + len(errors) != total:
             raise RuntimeError("internal error: an input was neither written nor rejected")
         out.write(ERRORS, rejections_csv(errors))
-        out.write(MANIFEST, json_bytes(manifest))
+        out.write(MANIFEST, manifest.to_json())
     written = [clip for clip in clips if (clip.split, clip.rel) not in failed]
     lost: dict[str, int] = {}
     for clip in clips:

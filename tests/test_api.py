@@ -42,7 +42,7 @@ def made(tmp_path_factory):
 
 def test_preprocess_result_and_shards(made):
     result = made["result"]
-    assert {k: result.manifest["inputs"][k] for k in ("total", "written", "rejected")} == \
+    assert {k: result.manifest.to_dict()["inputs"][k] for k in ("total", "written", "rejected")} == \
         {"total": 44, "written": 44, "rejected": 0}
     assert list(result.errors.columns) == ["path", "stage", "reason", "detail"] and result.errors.empty
     shards = result.shards
@@ -53,7 +53,7 @@ def test_preprocess_result_and_shards(made):
     # A rerun verifies and keeps every finished shard.
     again = melshard.preprocess(made["corpus"], made["root"] / "shards", test=made["test"], jobs=1, progress=False,
                                 shard_size=8, augment_copies=1, val_fraction=0.2, **TINY)
-    assert again.skipped_shards == sum(len(s["shards"]) for s in result.manifest["splits"].values())
+    assert again.skipped_shards == sum(len(s["shards"]) for s in result.manifest.to_dict()["splits"].values())
 
 
 def test_loader_batches(made):

@@ -195,7 +195,7 @@ def test_every_input_is_written_or_rejected_exactly_once(case):
             return  # e.g. every clip of the CSV rejected (no audio), or a fraction leaving too few
         inputs = [n for n, *_ in rows] + [n for n, _ in tests]
         seen = Counter()
-        for split, info in result.manifest["splits"].items():
+        for split, info in result.manifest.to_dict()["splits"].items():
             for shard in info["shards"]:
                 with tarfile.open(root / "out" / shard["name"]) as tar:
                     for member in tar.getmembers():
@@ -203,12 +203,12 @@ def test_every_input_is_written_or_rejected_exactly_once(case):
                             meta = json.loads(tar.extractfile(member).read())
                             if meta["copy"] == 0:
                                 seen[meta["path"]] += 1
-                                assert split == "test" or meta["label"] in result.manifest["labels"]
+                                assert split == "test" or meta["label"] in result.manifest.to_dict()["labels"]
         errors = pd.read_csv(root / "out" / "errors.csv", keep_default_na=False)
         seen.update(errors["path"].tolist())
         assert seen == Counter(inputs), (seen, inputs)
-        assert result.manifest["inputs"]["total"] == len(inputs)
+        assert result.manifest.to_dict()["inputs"]["total"] == len(inputs)
         assert "unseen_label" not in [r for n, r in zip(errors["path"], errors["reason"]) if n.startswith("t")]
-        test_clips = result.manifest["splits"].get("test", {}).get("clips", 0)
+        test_clips = result.manifest.to_dict()["splits"].get("test", {}).get("clips", 0)
         csv_test = sum(1 for _, kind, _, split, _ in rows if split == "test" and kind in ("ok", "blank_label"))
         assert test_clips == len(tests) + csv_test  # test clips are never rejected for their label

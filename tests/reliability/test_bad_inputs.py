@@ -96,7 +96,7 @@ def test_every_odd_or_broken_input_becomes_a_sample_or_a_specific_error(tmp_path
     expected = gauntlet(tmp_path / "src")
     result = run(RunOptions(tmp_path / "src", tmp_path / "out", jobs=1), CFG)
     assert outcomes(tmp_path / "out", result) == expected
-    inputs = result.manifest["inputs"]
+    inputs = result.manifest.to_dict()["inputs"]
     assert inputs["written"] + inputs["rejected"] == inputs["total"] == len(expected)
     keys = [s["__key__"] for shard in (tmp_path / "out").glob("*.tar") for s in iter_samples(shard)]
     assert len(keys) == len(set(keys)) and not any("." in key for key in keys)
@@ -120,9 +120,9 @@ def test_csv_inputs_missing_blank_unseen_duplicate_and_bad_rows(tmp_path):
     result = run(RunOptions(src / "list.csv", tmp_path / "out", jobs=1), CFG)
     reasons = sorted(r[2] for r in result.errors)
     assert reasons == sorted(["duplicate_path", "missing_file", "blank_label", "blank_path", "bad_split"])
-    inputs = result.manifest["inputs"]
+    inputs = result.manifest.to_dict()["inputs"]
     assert {k: inputs[k] for k in ("total", "written", "rejected")} == {"total": 12, "written": 7, "rejected": 5}
-    test = result.manifest["splits"]["test"]
+    test = result.manifest.to_dict()["splits"]["test"]
     assert test["samples"] == 1 and test["per_class"] == {}
 
 
