@@ -159,6 +159,12 @@ class Predicted:
     groups: list[str | None]
     rejected: list[Rejection]
     offsets: list[float | None] | None = None  # per row: the window's start (segmented recordings)
+    shard_samples: int = 0  # the samples of the damaged shards among `rejected`
+
+    @property
+    def lost(self) -> int:
+        """The clips the rejected rows stand for: one per input, a damaged shard's samples."""
+        return sum(row.stage != "shard" for row in self.rejected) + self.shard_samples
 
 
 def aggregate(probs: np.ndarray, how: str = DEFAULT_AGGREGATE) -> np.ndarray:
@@ -201,18 +207,19 @@ def by_file(predicted: Predicted, how: str = DEFAULT_AGGREGATE) -> tuple[Predict
     first = [members[0] for members in rows.values()]
     probs = np.stack([aggregate(predicted.probs[m], how) for m in rows.values()])
     files = Predicted(list(rows), probs, [predicted.truth[i] for i in first], [predicted.groups[i] for i in first],
-                      predicted.rejected)
+                      predicted.rejected, shard_samples=predicted.shard_samples)
     return files, predicted
 
 
 def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "fail", batch_size: int = 64,
-                   workers: int = 0, adapt: bool = False) -> Predicted:
+                   workers: int = 0, adapt: bool = False, manifest: Manifest | None = None) -> Predicted:
     """Predict every sample of a split of a shard folder (original clips only, no augmented copies).
 
     Damaged shards stop it (`on_bad_shard="fail"`) or become one rejection each (`"skip"`).
     `adapt`: first re-estimate the model's BatchNorm statistics on the split (`Predictor.adapt`).
+    `manifest`: the folder's, when the caller has read it already.
     """
-    manifest = Manifest.read(folder)
+    manifest = manifest or Manifest.read(folder)
     if manifest.audio != p.audio:
         raise UsageError(f"{folder} was made with another audio config than the model's; "
                          "preprocess with the model's config or predict from raw audio")
@@ -221,8 +228,9 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
                          "choose one with --split")
     shards, bad = checked_shards(folder, manifest, split, on_bad_shard)
     lost = [Rejection(b.name, "shard", "damaged", f"{b.samples} samples: {b.reason}") for b in bad]
+    lost_samples = sum(b.samples for b in bad)
     if not shards:
-        return Predicted([], np.zeros((0, len(p.labels))), [], [], lost)
+        return Predicted([], np.zeros((0, len(p.labels))), [], [], lost, shard_samples=lost_samples)
     stream = ShardStream(str(folder), shards, batch_size, min(workers or default_workers(), len(shards)),
                          seed=0, with_keys=True)
     loader = make_loader(stream, p.device.type == "cuda", 2)
@@ -246,7 +254,7 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
             groups.append(meta.get("group"))
             offsets.append(meta.get("offset_s"))
     return Predicted(paths, np.concatenate(probs) if probs else np.zeros((0, len(p.labels))), truth, groups, lost,
-                     offsets)
+                     offsets, lost_samples)
 
 
 @dataclass(frozen=True)

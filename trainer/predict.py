@@ -44,10 +44,11 @@ def predict_source(predictor: Predictor, source: str | Path, opts: PredictOption
     `pipe:CMD {}`: `shared.location`) is a shard folder, read as training reads it; raw audio is local."""
     if is_remote(source):
         try:
-            Manifest.read(source)
+            manifest = Manifest.read(source)
         except UsageError as exc:
             raise UsageError(f"{one_line(exc)}; a URL must be a shard folder (raw audio must be local)") from None
-        return predict_shards(predictor, str(source), opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
+        return predict_shards(predictor, str(source), opts.split, opts.on_bad_shard, adapt=opts.adapt_bn,
+                              manifest=manifest)
     source = Path(source)
     if (source / MANIFEST).exists():
         return predict_shards(predictor, source, opts.split, opts.on_bad_shard, adapt=opts.adapt_bn)
@@ -110,16 +111,6 @@ def windows_path(out: Path) -> Path:
     return out.with_name(out.stem + ".windows.csv")
 
 
-def lost_clips(rejected: list[Rejection], source: str | Path, split: str) -> int:
-    """The clips the rows of `rejected` stand for: one per input, and a damaged shard's samples as
-    the manifest of `source` records them (windows of segmented recordings; copies too in train)."""
-    shards = [row for row in rejected if row.stage == "shard"]
-    if not shards:
-        return len(rejected)
-    samples = {entry.name: entry.samples for entry in Manifest.read(source).shards(split)}
-    return len(rejected) - len(shards) + sum(samples.get(row.path, 1) for row in shards)
-
-
 def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
     """'2 inputs <verb> (1 undecodable, 1 missing_file)', or with damaged shards, counted in clips:
     '250 clips <verb> (250 in 1 damaged shard)'."""
@@ -143,7 +134,7 @@ def run_evaluate(run: Path, source: str | Path, opts: PredictOptions) -> dict:
     shards = is_remote(source) or (Path(source) / MANIFEST).exists()
     files, windows = by_file(predicted, opts.aggregate)
     return evaluate(Path(run), predictor.labels, files, f"{source} [{opts.split}]" if shards else str(source),
-                    windows=windows, adapted=predictor.adapted, lost=lost_clips(files.rejected, source, opts.split))
+                    windows=windows, adapted=predictor.adapted)
 
 
 def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) -> int:
@@ -162,7 +153,7 @@ def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) 
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
-    left_out = lost_phrase(predicted.rejected, lost_clips(predicted.rejected, source, opts.split), "left out")
+    left_out = lost_phrase(predicted.rejected, predicted.lost, "left out")
     print(plain(f"wrote {out}: {counted(len(predicted.paths), 'prediction')}"
                 + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
                 + (f"; {left_out}, see {errors}" if predicted.rejected else "")))

@@ -82,14 +82,12 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
 
 
 def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, console: Console | None = None,
-             windows: Predicted | None = None, adapted: int = 0, lost: int | None = None) -> dict:
+             windows: Predicted | None = None, adapted: int = 0) -> dict:
     """Score labeled predictions (one per file) and write RUN/report/; with the per-window rows of
     segmented recordings, their own accuracy goes beside the per-file figures. `adapted`: the
-    clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none. `lost`:
-    the clips the rejected rows stand for (`trainer.predict.lost_clips`: a damaged shard counts
-    its samples); by default one per row."""
+    clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
-    lost = len(predicted.rejected) if lost is None else lost
+    lost = predicted.lost  # a damaged shard counts its samples
     if not predicted.paths and predicted.rejected:
         raise DataError(f"nothing in {source} could be evaluated: "
                         f"{lost_phrase(predicted.rejected, lost, 'failed')}; "
