@@ -76,8 +76,8 @@ def count_syncs(s, batches: list[dict[str, torch.Tensor]]) -> collections.Counte
         try:
             for batch in batches:
                 loss, correct, n = train_step(s, batch, state)
-                if s.ema is not None:
-                    s.ema.update(s.raw_model, state.step)
+                if s.learner.ema is not None:
+                    s.learner.ema.update(s.learner.raw_model, state.step)
                 state.step += 1
                 sums.add(loss, correct, n)
         finally:
@@ -107,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run:
         s = open_session(shards, Path(run), cfg, resume=False, explicit=set())
         try:
-            print(f"# device {s.device}, amp {s.amp_dtype}, ema {cfg.ema_decay or 'off'}, "
+            print(f"# device {s.device}, amp {s.learner.amp_dtype}, ema {cfg.ema_decay or 'off'}, "
                   f"{s.train_stream.samples} samples an epoch")
             warm = State()
             for i, batch in enumerate(iter_batches(s.train_loader)):  # loader workers, allocator, kernels

@@ -44,7 +44,7 @@ def main() -> None:
           f"--batch-size {args.batch_size} --num-workers {args.num_workers} --amp {args.amp} --device {args.device}")
     with tempfile.TemporaryDirectory() as run:
         s = open_session(shards, Path(run), cfg, resume=False, explicit=set())
-        print(f"# device {s.device}, amp {s.amp_dtype}, {s.train_stream.samples} samples")
+        print(f"# device {s.device}, amp {s.learner.amp_dtype}, {s.train_stream.samples} samples")
         # warm-up: start the loader workers, let the allocator and kernels settle
         state = State()
         for i, batch in enumerate(iter_batches(s.train_loader)):

@@ -48,39 +48,39 @@ def relayout(cfg: TrainConfig, ckpt: dict[str, Any], world: int, batch_given: bo
                  f"{batch * world} (was {global_batch}){scaled}")
 
 
-def restore_position(s: Any, ckpt: dict[str, Any]) -> None:
-    """Put the loader at the checkpoint's position (on this layout) and fit the schedule to the steps left."""
+def restore_position(stream: Any, learner: Any, cfg: TrainConfig, ckpt: dict[str, Any]) -> None:
+    """Put the training stream at the checkpoint's position (on this layout) and fit the
+    learner's schedule to the steps left."""
     position = ckpt["position"]
     if "layout" in position:
-        s.train_stream.load_state_dict(position)
+        stream.load_state_dict(position)
     elif any(position.get("consumed", [])):
         raise UsageError("cannot resume: this checkpoint's mid-epoch data position is in an older format; "
                          "resume it with the version that wrote it, or start a new --out")
     else:
-        s.train_stream.start_epoch(position["epoch"])
-    _fit_schedule(s, ckpt)
+        stream.start_epoch(position["epoch"])
+    _fit_schedule(learner, cfg, stream, ckpt)
 
 
-def steps_left(s: Any, epoch: int) -> int:
-    stream = s.train_stream
-    if epoch >= s.cfg.epochs:
+def steps_left(stream: Any, cfg: TrainConfig, epoch: int) -> int:
+    if epoch >= cfg.epochs:
         return 0
-    return stream.epoch_steps - stream.steps_done + (s.cfg.epochs - epoch - 1) * stream.batches_per_epoch()
+    return stream.epoch_steps - stream.steps_done + (cfg.epochs - epoch - 1) * stream.batches_per_epoch()
 
 
-def _fit_schedule(s: Any, ckpt: dict[str, Any]) -> None:
-    done = s.scheduler.last_epoch  # steps the schedule has taken
-    planned = int(ckpt.get("schedule_steps", done + steps_left(s, ckpt["epoch"])))
-    left = steps_left(s, ckpt["epoch"])
-    s.schedule_steps = planned
-    if done + left == planned and s.cfg.lr == ckpt["train_config"]["lr"]:
+def _fit_schedule(learner: Any, cfg: TrainConfig, stream: Any, ckpt: dict[str, Any]) -> None:
+    done = learner.scheduler.last_epoch  # steps the schedule has taken
+    left = steps_left(stream, cfg, ckpt["epoch"])
+    planned = int(ckpt.get("schedule_steps", done + left))
+    learner.schedule_steps = planned
+    if done + left == planned and cfg.lr == ckpt["train_config"]["lr"]:
         return  # the same schedule, step for step (always so on the same layout)
     at = round(done * left / (planned - done)) if planned > done else done
-    for group in s.optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = s.cfg.lr
-    scheduler = make_scheduler(s.optimizer, s.cfg, at + left)
+    for group in learner.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = cfg.lr
+    scheduler = make_scheduler(learner.optimizer, cfg, at + left)
     with warnings.catch_warnings():  # a step of the schedule before the optimizer's: intended here
         warnings.simplefilter("ignore")
         scheduler.last_epoch = at - 1
         scheduler.step()
-    s.scheduler, s.schedule_steps = scheduler, at + left
+    learner.scheduler, learner.schedule_steps = scheduler, at + left

@@ -51,16 +51,17 @@ def majority_baseline(y_true: np.ndarray, n_classes: int) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_batches(session: Any, loader, model: torch.nn.Module | None = None) -> Evaluation:
-    """Evaluate `model` (default `session.model`) on labeled batches; never mixes, never augments,
+    """Evaluate `model` (default `session.learner.model`) on labeled batches; never mixes, never augments,
     and takes the centre `train_frames` of each clip (the view prediction takes too)."""
     if model is None:  # under DDP, the bare module: scoring needs no gradient sync, no rank waits on another
-        model = session.raw_model if session.world.distributed else session.model
+        model = session.learner.raw_model if session.world.distributed else session.learner.model
     model.eval()
     total, truths, preds = 0.0, [], []
     for batch in iter_batches(loader):
         x = session.normalise(centre_crop(batch["mel"], session.cfg.train_frames).to(session.device, non_blocking=True))
         y = batch["label"].to(session.device, non_blocking=True)
-        with torch.autocast(session.device.type, dtype=session.amp_dtype, enabled=session.amp_dtype is not None):
+        amp = session.learner.amp_dtype
+        with torch.autocast(session.device.type, dtype=amp, enabled=amp is not None):
             logits = model(x)
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         truths.append(y.cpu().numpy())

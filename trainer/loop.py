@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from shared.atomic import write_bytes
 from shared.config import EARLY_STOP_METRICS, TrainConfig
@@ -101,14 +100,10 @@ def checkpoint_payload(s: Session, state: State) -> dict[str, Any]:
     figures across ranks); only rank 0 saves the result."""
     loss, correct, n = sum_across(s.world, [state.sums["loss"], state.sums["correct"], state.sums["n"]])
     return {
-        **s.identity(),
-        "model": s.raw_model.state_dict(), "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
-        "epoch": state.epoch, "step": state.step,
-        "position": s.train_stream.state_dict(), "schedule_steps": s.schedule_steps,
+        **s.identity(), **s.learner.state_dict(),
+        "epoch": state.epoch, "step": state.step, "position": s.train_stream.state_dict(),
         "early_stop": {"best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs},
         "epoch_sums": {"loss": loss, "correct": correct, "n": n}, "history": state.history, "rng": _rng_states(),
-        **({"ema": s.ema.state_dict()} if s.ema is not None else {}),
     }
 
 
@@ -119,14 +114,9 @@ def save(s: Session, state: State, name: str, payload: dict[str, Any] | None = N
 
 
 def restore(s: Session, ckpt: dict[str, Any]) -> State:
-    s.raw_model.load_state_dict(ckpt["model"])
-    s.optimizer.load_state_dict(ckpt["optimizer"])
-    s.scheduler.load_state_dict(ckpt["scheduler"])
-    s.scaler.load_state_dict(ckpt["scaler"])
-    if s.ema is not None:
-        s.ema.load_state_dict(ckpt["ema"])
+    s.learner.load_state_dict(ckpt)
     _set_rng_states(ckpt["rng"])
-    restore_position(s, ckpt)
+    restore_position(s.train_stream, s.learner, s.cfg, ckpt)
     stop = ckpt["early_stop"]
     return State(epoch=ckpt["epoch"], step=ckpt["step"], best=stop["best"],
                  best_epoch=stop["best_epoch"], bad_epochs=stop["bad_epochs"],
@@ -170,7 +160,7 @@ class RunningSums:
 def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One optimizer step, queued on the device without waiting for it; returns (mean loss,
     correct predictions) as device tensors, and the samples."""
-    cfg, device = s.cfg, s.device
+    cfg, device, learner = s.cfg, s.device, s.learner
     # Under DDP each rank draws differently (its own dropout masks, MixUp pairs) but reproducibly.
     parts = (cfg.seed, state.epoch, state.step) + ((s.world.rank,) if s.world.distributed else ())
     seed = rng_seed(*parts)
@@ -181,22 +171,13 @@ def train_step(s: Session, batch: dict[str, Any], state: State) -> tuple[torch.T
     y = batch["label"].to(device, non_blocking=True)
     x = spec_augment(freq_mixstyle(x, cfg, generator, rng), cfg, generator)
     x, y_a, y_b, lam = mixup(x, y, cfg, generator, rng)
-    with torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
-        logits = s.model(x)
+    with torch.autocast(device.type, dtype=learner.amp_dtype, enabled=learner.amp_dtype is not None):
+        logits = learner.model(x)
         # MixUp mixes the two targets' losses, each clip weighted by its target's class.
-        weight, smoothing = s.class_weights, cfg.label_smoothing
+        weight, smoothing = learner.class_weights, cfg.label_smoothing
         loss = lam * cross_entropy(logits, y_a, weight, smoothing) + \
             (1.0 - lam) * cross_entropy(logits, y_b, weight, smoothing)
-    s.optimizer.zero_grad(set_to_none=True)
-    s.scaler.scale(loss).backward()
-    if cfg.grad_clip > 0:
-        s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
-    # fp16 only: GradScaler.step reads its inf/NaN flag on the host (a sync that skipping a step
-    # needs); with bf16 or without AMP the scaler is off and this is the optimizer's step.
-    s.scaler.step(s.optimizer)
-    s.scaler.update()
-    s.scheduler.step()
+    learner.step(loss, cfg.grad_clip)
     correct = (logits.argmax(dim=1) == y_a).sum()
     return loss.detach(), correct, y.shape[0]
 
@@ -219,8 +200,8 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
     for batch in iter_batches(s.train_loader):
         fetched = time.perf_counter()
         loss, correct, n = train_step(s, batch, state)
-        if s.ema is not None:
-            s.ema.update(s.raw_model, state.step)
+        if s.learner.ema is not None:
+            s.learner.ema.update(s.learner.raw_model, state.step)
         state.step += 1
         sums.add(loss, correct, n)
         samples += n
@@ -230,7 +211,7 @@ def train_epoch(s: Session, state: State, stop: StopRequest, progress: EpochProg
         tick = now
         if progress.advance():  # a few times a second, on rank 0 only
             shown = sums.read()
-            progress.show(shown["loss"] / shown["n"], shown["correct"] / shown["n"], s.scheduler.get_last_lr()[0],
+            progress.show(shown["loss"] / shown["n"], shown["correct"] / shown["n"], s.learner.lr,
                           samples / max(busy, 1e-9))
         checkpoint_due = bool(s.cfg.checkpoint_every) and state.step % s.cfg.checkpoint_every == 0
         if _stop_check_due(s, state.step, checkpoint_due) and any_across(s.world, stop.signal is not None):
@@ -312,11 +293,11 @@ def _train(s: Session, shards: Path, run: Path, stop: StopRequest) -> int:
             return _stopped(s, state, stop, shards, run, saved)
         # Every rank scores the whole validation split with the same weights, so all reach the
         # same early-stopping decision without exchanging predictions.
-        sync_buffers(s.world, s.raw_model)
-        if s.ema is not None:
-            s.ema.copy_buffers(s.raw_model)
-        val = evaluate_batches(s, s.val_loader, s.scored_model) if s.val_loader is not None else None
-        row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.scheduler.get_last_lr()[0],
+        sync_buffers(s.world, s.learner.raw_model)
+        if s.learner.ema is not None:
+            s.learner.ema.copy_buffers(s.learner.raw_model)
+        val = evaluate_batches(s, s.val_loader, s.learner.scored_model) if s.val_loader is not None else None
+        row = {"epoch": state.epoch + 1, "step": state.step, "lr": s.learner.lr,
                **{k: figures[k] for k in ("train_loss", "train_acc")},
                "val_loss": val.loss if val else float("nan"),
                "val_acc": val.accuracy if val else float("nan"),
@@ -346,10 +327,11 @@ def _train(s: Session, shards: Path, run: Path, stop: StopRequest) -> int:
         if state.bad_epochs >= cfg.patience and main:
             print(f"early stopping: no {cfg.early_stop_metric} improvement for {cfg.patience} epochs "
                   f"(best {state.best:.4f} at epoch {state.best_epoch})", file=sys.stderr)
-    sync_buffers(s.world, s.raw_model)
-    models = [s.raw_model] + ([s.ema.model] if s.ema is not None else [])
-    if s.ema is not None:
-        s.ema.copy_buffers(s.raw_model)
+    ema = s.learner.ema
+    sync_buffers(s.world, s.learner.raw_model)
+    models = [s.learner.raw_model] + ([ema.model] if ema is not None else [])
+    if ema is not None:
+        ema.copy_buffers(s.learner.raw_model)
     in_sync = [check_in_sync(s.world, m) for m in models]  # every rank joins every collective
     if not all(in_sync):
         raise RuntimeError("the ranks ended with different weights (or weight averages); DDP lost synchronisation")
@@ -357,7 +339,7 @@ def _train(s: Session, shards: Path, run: Path, stop: StopRequest) -> int:
         return 0
     if s.world.distributed:
         print(f"ranks in sync: weights identical on all {s.world.size} ranks"
-              + (", weight averages too" if s.ema is not None else ""), file=sys.stderr)
+              + (", weight averages too" if ema is not None else ""), file=sys.stderr)
     if s.val_loader is None:
         print(f"done: no validation split, so no best epoch: {run / checkpoint.BEST} is the last epoch "
               f"({state.best_epoch})")

@@ -1,8 +1,8 @@
-"""Everything a training run is made of, built once: data, model, optimizer, schedule, AMP.
+"""Everything a training run is made of, built once: the run folder, data and learner.
 
-`open_session` wires them together: the device and precision (`trainer.device`), the checkpoint
-to continue and the rules it must meet (`trainer.resume`, `trainer.elastic`), the checked shards,
-the model, the optimizer and its schedule (`trainer.schedule`).
+`open_session` wires them together: the device (`trainer.device`), the checkpoint to continue
+and the rules it must meet (`trainer.resume`, `trainer.elastic`), the checked shards and their
+loaders, and the learner (`trainer.learner`: model, optimizer, schedule, AMP, weight average).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from shared.atomic import write_json
 from shared.config import AudioConfig, TrainConfig, to_dict
@@ -23,34 +22,13 @@ from shared.integrity import BadShard, describe_loss
 from shared.manifest import Manifest
 from shared.targets import check_output_folder
 from trainer.data import KEY_LOG, BandNorm, ShardStream, checked_shards, close_loader, make_loader
-from trainer.device import default_workers, pick_amp, pick_device
+from trainer.device import default_workers, pick_device
 from trainer.distributed import World, any_across, join, sum_across
 from trainer.elastic import relayout
-from trainer.ema import WeightAverage
-from trainer.models import build_model, check_input_size, model_args
+from trainer.learner import Learner, args_of, build_learner
+from trainer.models import check_input_size
 from trainer.resume import check_resumable, check_same_damage, checkpoint_to_resume, resumed_config
 from trainer.runlock import RunLock
-from trainer.schedule import make_scheduler
-
-
-def class_weights(manifest: Manifest, rule: str, device: torch.device) -> torch.Tensor | None:
-    """Cross-entropy weights per class for `rule` "balanced": total / (classes x count) from the
-    train split's per-class sample counts, rescaled to mean 1 over the classes trained on (a class
-    with no train sample gets 0: it is never a target). None for "none"."""
-    if rule == "none":
-        return None
-    counts = manifest.splits["train"].per_class
-    n = torch.tensor([float(counts.get(label, 0)) for label in manifest.labels], dtype=torch.float64)
-    present = n > 0
-    weights = torch.where(present, n.sum() / n.clamp_min(1.0), torch.zeros_like(n))
-    weights = weights / weights[present].mean()
-    return weights.to(torch.float32).to(device)
-
-
-def args_of(cfg: TrainConfig, n_classes: int) -> dict[str, Any]:
-    """The model's constructor arguments from a training config: what the model is built with
-    and what checkpoints record, from one place."""
-    return model_args(n_classes, cfg.width, cfg.dropout, cfg.centre_bands)
 
 
 @dataclass(kw_only=True)
@@ -62,12 +40,7 @@ class Session:
     shards: Path
     manifest: Manifest
     device: torch.device
-    amp_dtype: torch.dtype | None
-    raw_model: nn.Module
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
+    learner: Learner
     train_stream: ShardStream
     train_loader: Any
     val_loader: Any
@@ -76,20 +49,12 @@ class Session:
     lost: dict[str, list[BadShard]]  # split -> damaged shards left out (--on-bad-shard skip)
     world: World = World()
     writer: Any = None
-    class_weights: torch.Tensor | None = None  # cross-entropy weights per class (--class-weights)
-    schedule_steps: int = 0  # the steps the LR schedule spans
-    ema: WeightAverage | None = None  # averaged weights (--ema-decay): validated, saved in best.pt, predicted with
     lock: RunLock | None = None  # the run folder's lock, held by the rank that writes it
 
     @property
     def audio(self) -> AudioConfig:
         """The shards' audio config (mel scale and filterbank for the log-mel augmentations)."""
         return self.manifest.audio
-
-    @property
-    def scored_model(self) -> nn.Module | None:
-        """The weights validation scores: the average when on, else None (the model itself)."""
-        return self.ema.model if self.ema is not None else None
 
     def lost_samples(self, split: str) -> int:
         return sum(b.samples for b in self.lost.get(split, []))
@@ -201,28 +166,13 @@ def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str,
         cfg = TrainConfig(**{**to_dict(cfg), "num_workers": default_workers()})
     if world.is_main:
         run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    amp_dtype = pick_amp(cfg.amp, device)
-    labels = manifest.labels
-    raw_model = build_model(cfg.model, args_of(cfg, len(labels))).to(device)
-    if cfg.channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-    model = raw_model
-    if world.distributed:  # same initial weights everywhere: DDP broadcasts rank 0's
-        device_ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
-    model = torch.compile(model) if cfg.compile else model
-    ema = WeightAverage(raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # after DDP's broadcast
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = ShardStream(str(shards), train_shards, cfg.batch_size, cfg.num_workers, cfg.seed,
                          cfg.shuffle_buffer, rank=world.rank, world=world.size, key_log=os.environ.get(KEY_LOG))
-    total_steps = sum(stream.batches_per_epoch(e) for e in range(cfg.epochs))
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    learner = build_learner(cfg, manifest, device, world, sum(stream.batches_per_epoch(e) for e in range(cfg.epochs)))
     pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
     val_loader = None
     if val_shards:
@@ -235,7 +185,8 @@ def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str,
                                          "manifest_fingerprint": manifest.fingerprint(),
                                          "skipped_shards": {split: [vars(b) for b in bad]
                                                             for split, bad in lost.items()},
-                                         "device": str(device), "amp": str(amp_dtype) if amp_dtype else "off"})
+                                         "device": str(device),
+                                         "amp": str(learner.amp_dtype) if learner.amp_dtype else "off"})
     writer = None
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -243,9 +194,6 @@ def _open_session(shards: Path, run: Path, cfg: TrainConfig, resume: bool | str,
         writer = SummaryWriter(str(run / "tensorboard")) if world.is_main else None
     except ImportError:  # tensorboard is optional
         pass
-    return Session(cfg=cfg, run=run, shards=shards, manifest=manifest, device=device, amp_dtype=amp_dtype,
-                   raw_model=raw_model, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+    return Session(cfg=cfg, run=run, shards=shards, manifest=manifest, device=device, learner=learner,
                    train_stream=stream, train_loader=make_loader(stream, pin, cfg.prefetch_factor),
-                   val_loader=val_loader, norm=norm, resumed=resumed, lost=lost, world=world, writer=writer,
-                   class_weights=class_weights(manifest, cfg.class_weights, device), schedule_steps=total_steps,
-                   ema=ema)
+                   val_loader=val_loader, norm=norm, resumed=resumed, lost=lost, world=world, writer=writer)

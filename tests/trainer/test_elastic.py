@@ -260,9 +260,9 @@ def test_the_schedule_is_stretched_over_the_steps_left(schedule):
         scheduler.step()
     before = scheduler.get_last_lr()[0]
     # Resumed in epoch 0 (50 steps per epoch before) with twice the global batch: 5 + 25 steps left.
-    s = types.SimpleNamespace(cfg=TrainConfig(lr=2e-3, epochs=2, schedule=schedule), optimizer=optimizer,
-                              scheduler=scheduler, train_stream=_Stream(5, 25), schedule_steps=100)
-    _fit_schedule(s, {"schedule_steps": 100, "train_config": {"lr": 1e-3}, "epoch": 0})
+    s = types.SimpleNamespace(optimizer=optimizer, scheduler=scheduler, schedule_steps=100)
+    _fit_schedule(s, TrainConfig(lr=2e-3, epochs=2, schedule=schedule), _Stream(5, 25),
+                  {"schedule_steps": 100, "train_config": {"lr": 1e-3}, "epoch": 0})
     assert s.schedule_steps == 20 + 30 and s.scheduler.last_epoch == 20  # 40% through, as before
     assert s.scheduler.get_last_lr()[0] == pytest.approx(2 * before, rel=0.05)  # the same point, lr x 2
     for _ in range(30):
@@ -284,12 +284,11 @@ def test_an_older_checkpoints_position_resumes_at_an_epoch_boundary_and_is_refus
     stream = Synthetic("unused", shards, 4, 2, seed=7, shuffle_buffer=4)
     cfg = TrainConfig(lr=1e-3, epochs=3)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    s = types.SimpleNamespace(cfg=cfg, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, 15),
-                              train_stream=stream, schedule_steps=15)
+    s = types.SimpleNamespace(optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, 15), schedule_steps=15)
     for _ in range(5):
         s.scheduler.step()
     old = {"epoch": 1, "step": 5, "train_config": {"lr": 1e-3}, "schedule_steps": 15}
-    restore_position(s, {**old, "position": {"epoch": 1, "consumed": [0, 0], "next_worker": 0}})
+    restore_position(stream, s, cfg, {**old, "position": {"epoch": 1, "consumed": [0, 0], "next_worker": 0}})
     assert (stream.epoch, stream.steps_done, s.scheduler.last_epoch) == (1, 0, 5)
     with pytest.raises(UsageError, match="older format"):
-        restore_position(s, {**old, "position": {"epoch": 1, "consumed": [2, 1], "next_worker": 1}})
+        restore_position(stream, s, cfg, {**old, "position": {"epoch": 1, "consumed": [2, 1], "next_worker": 1}})

@@ -83,14 +83,14 @@ class DeviceTracker(TorchFunctionMode):
     def place(self, s) -> None:
         """The session's state on the device: weights and buffers (of the average too), class
         weights, the normalisation, optimizer state, and every gradient as autograd makes it."""
-        models = [s.raw_model] + ([s.ema.model] if s.ema is not None else [])
+        models = [s.learner.raw_model] + ([s.learner.ema.model] if s.learner.ema is not None else [])
         tensors = [t for m in models for t in [*m.parameters(), *m.buffers()]]
-        tensors += [s.class_weights] if s.class_weights is not None else []
+        tensors += [s.learner.class_weights] if s.learner.class_weights is not None else []
         tensors += [v for v in vars(s.norm).values() if isinstance(v, torch.Tensor)]
-        tensors += [v for state in s.optimizer.state.values() for k, v in state.items() if k != "step"]
+        tensors += [v for state in s.learner.optimizer.state.values() for k, v in state.items() if k != "step"]
         for t in tensors:
             self.mark(t, True)
-        for p in s.raw_model.parameters():
+        for p in s.learner.raw_model.parameters():
             p.register_post_accumulate_grad_hook(lambda p: self.mark(p.grad, True))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -192,8 +192,8 @@ def _host_read_figures(shards: Path, run: Path, cfg: TrainConfig, world=None) ->
         after = []
         for batch in iter_batches(s.train_loader):
             loss, correct, n = loop.train_step(s, batch, state)
-            if s.ema is not None:
-                s.ema.update(s.raw_model, state.step)
+            if s.learner.ema is not None:
+                s.learner.ema.update(s.learner.raw_model, state.step)
             state.step += 1
             state.sums["loss"] += float(loss) * n
             state.sums["correct"] += float(correct)
