@@ -15,7 +15,9 @@ Two modes, so that a recipe is chosen without looking at the test folds:
   --test    the chosen recipe trains on the whole training fold and is scored once on the test
             fold; figures go to bench/results/tests.jsonl (a recorded run is not repeated).
 In both, early stopping and best.pt follow a 10% clip-level validation split of the training
-groups (stratified by label), never the scored groups.
+groups (stratified by label), never the scored groups. Every run's best.pt is also scored with
+each test-time option (`TEST_TIME`: --adapt-bn, --tta shift, --tta warp); `--report` ends with
+their suite means against the plain prediction's.
 
 Each fold's shards are made once per features config and fold split (the split CSV and the
 features hashed into the folder's name under --cache) and shared by every recipe and seed:
@@ -246,18 +248,37 @@ def fold_shards(corpus: Corpus, features: dict, table: pd.DataFrame, cache: Path
     return folder, time.perf_counter() - start
 
 
-def score(run: Path, shards: Path) -> dict:
-    """Accuracy, macro-F1 and balanced accuracy of a run's best.pt on the shards' test split."""
-    from trainer.evaluation import balanced_accuracy, macro_f1
-    from trainer.inference import load_predictor, predict_shards
+# Test-time options scored beside the plain prediction of every run (the same best.pt): they
+# become predict's defaults only if they help on the suite's average.
+TEST_TIME = {"adapt_bn": {"adapt": True}, "tta_shift": {"tta": "shift"}, "tta_warp": {"tta": "warp"}}
 
-    predictor = load_predictor(run, "auto")
-    predicted = predict_shards(predictor, shards, "test", workers=1)
+
+def figures(predictor, predicted) -> dict:
+    from trainer.evaluation import balanced_accuracy, macro_f1
+
     index = {name: i for i, name in enumerate(predictor.labels)}
     y_true = np.array([index[t] for t in predicted.truth])
     y_pred = predicted.probs.argmax(axis=1)
     return {"accuracy": float(np.mean(y_true == y_pred)), "macro_f1": macro_f1(y_true, y_pred, len(index)),
             "balanced_accuracy": balanced_accuracy(y_true, y_pred), "clips": int(len(y_true))}
+
+
+def score(run: Path, shards: Path) -> dict:
+    """Accuracy, macro-F1 and balanced accuracy of a run's best.pt on the shards' test split; and
+    under `test_time`, the same with each of `TEST_TIME`'s options."""
+    from trainer.inference import load_predictor, predict_shards
+
+    def scored(tta: str = "", adapt: bool = False) -> dict:
+        predictor = load_predictor(run, "auto", tta=tta)  # a fresh one: adapting changes its statistics
+        return figures(predictor, predict_shards(predictor, shards, "test", workers=1, adapt=adapt))
+
+    options = {}
+    for name, option in TEST_TIME.items():
+        try:
+            options[name] = scored(**option)
+        except UsageError:  # an option this split cannot take (--adapt-bn on too few clips): not scored
+            pass
+    return {**scored(), "test_time": options}
 
 
 def commit() -> str:
@@ -340,11 +361,11 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                     raise SystemExit(result.status)
                 metrics = pd.read_csv(run / "metrics.csv")
                 train_s = time.perf_counter() - trained
-                figures = score(run, shards)
+                result = score(run, shards)
                 record = {"key": key, "protocol": PROTOCOL, "mode": opts.mode, "recipe": opts.recipe.name,
                           "train": opts.recipe.train, "features": features, "corpus": corpus.name,
                           "fold": names[fold], "seed": seed,
-                          "scored_groups": len(scored), "scored": scored[:6], **figures, "epochs": int(len(metrics)),
+                          "scored_groups": len(scored), "scored": scored[:6], **result, "epochs": int(len(metrics)),
                           "preprocess_s": round(prep, 1), "train_s": round(train_s, 1),
                           "wall_s": round(time.perf_counter() - start, 1), "commit": code,
                           "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -353,9 +374,9 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                     shutil.rmtree(run, ignore_errors=True)
                 where = ", ".join(scored) if len(scored) <= 2 else f"{len(scored)} groups"
                 say(f"{corpus.name:16s} {names[fold]:10s} seed {seed} (scored on {where}): "
-                    f"accuracy {figures['accuracy']:.2%}  "
-                    f"macro-F1 {figures['macro_f1']:.4f}  balanced {figures['balanced_accuracy']:.2%}  "
-                    f"({figures['clips']} clips, {record['epochs']} epochs, {record['wall_s']:.0f} s)")
+                    f"accuracy {result['accuracy']:.2%}  "
+                    f"macro-F1 {result['macro_f1']:.4f}  balanced {result['balanced_accuracy']:.2%}  "
+                    f"({result['clips']} clips, {record['epochs']} epochs, {record['wall_s']:.0f} s)")
                 out.append(record)
     return out
 
@@ -397,7 +418,27 @@ def summary(records: list[dict]) -> str:
     lines.append(f"{'suite':16s} {'mean':10s} {f'{frame.corpus.nunique()} corpora':12s} {len(suite):5d}  "
                  f"{cell(suite['accuracy'], True):>15s}  {cell(suite['macro_f1'], False):>15s}  "
                  f"{cell(suite['balanced_accuracy'], True):>15s}  {frame['wall_s'].sum():7.0f}")
+    lines += test_time_lines(frame)
     return "\n".join(lines)
+
+
+def test_time_lines(frame: pd.DataFrame) -> list[str]:
+    """The suite's mean macro-F1 with each test-time option against the plain prediction, over
+    the records that scored them (every corpus counted equally)."""
+    if "test_time" not in frame:
+        return []
+    frame = frame[frame["test_time"].apply(lambda value: isinstance(value, dict))]
+    lines = []
+    for name in TEST_TIME:
+        rows = frame[frame["test_time"].apply(lambda value: name in value)]
+        if rows.empty:
+            continue
+        option = rows["test_time"].apply(lambda value: value[name]["macro_f1"])
+        pair = pd.DataFrame({"corpus": rows["corpus"], "plain": rows["macro_f1"], "option": option})
+        means = pair.groupby("corpus")[["plain", "option"]].mean().mean()
+        lines.append(f"test-time {name:9s} suite mean macro-F1 {means['option']:.4f} against {means['plain']:.4f} "
+                     f"without ({means['option'] - means['plain']:+.4f}, {len(rows)} runs)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,9 @@ def test_results_append_and_resume(tmp_path):
     assert 0 <= record["accuracy"] <= 1 and record["clips"] == 15  # one carved group of 3 x 5 clips
     assert record["scored_groups"] == 1 and record["scored"] != ["g0"]
     assert set(record) >= {"macro_f1", "balanced_accuracy", "train", "features", "commit", "wall_s"}
+    # each test-time option scored on the same clips, but --adapt-bn, which refuses 15 clips
+    assert set(record["test_time"]) == set(suite.TEST_TIME) - {"adapt_bn"}
+    assert all(0 <= v["macro_f1"] <= 1 and v["clips"] == 15 for v in record["test_time"].values())
 
     again = suite.run_suite(opts([0, 1]), say=lambda line: None)  # seed 0 is recorded: only seed 1 trains
     lines = results.read_text().splitlines()
@@ -113,3 +116,19 @@ def test_the_suite_mean_counts_every_corpus_equally():
     line = suite.summary(records).splitlines()[-1].split()
     assert line[:4] == ["suite", "mean", "2", "corpora"]
     assert line[5] == "70.00%" and line[8] == "0.6000", line  # (0.9 + 0.5) / 2 and (0.9 + 0.3) / 2, not 5:1
+
+
+def test_test_time_options_are_compared_with_every_corpus_counted_equally():
+    record = {"mode": "select", "scored": ["x"], "scored_groups": 1, "balanced_accuracy": 0.5, "wall_s": 1.0,
+              "seed": 0, "accuracy": 0.5}
+
+    def with_tta(corpus, fold, plain, tta):
+        return {**record, "corpus": corpus, "fold": fold, "macro_f1": plain,
+                "test_time": {"tta_shift": {"macro_f1": tta, "accuracy": 0.5, "balanced_accuracy": 0.5}}}
+
+    records = [with_tta("a", f"f{i}", 0.9, 0.8) for i in range(5)] + [with_tta("b", "f0", 0.3, 0.6)]
+    records.append({**record, "corpus": "b", "fold": "f1", "macro_f1": 0.3})  # recorded before the option was
+    line = suite.summary(records).splitlines()[-1]
+    # corpus means: a 0.8 against 0.9, b 0.6 against 0.3; the suite's: 0.7 against 0.6, not 5:1
+    assert line.split()[:2] == ["test-time", "tta_shift"], line
+    assert "0.7000 against 0.6000" in line and "+0.1000" in line and "6 runs" in line, line
