@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, machine  # noqa: E402
 from shared.config import TrainConfig, from_dict, load_toml  # noqa: E402
-from shared.errors import UsageError  # noqa: E402
+from shared.errors import UsageError, one_line  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -265,20 +265,22 @@ def figures(predictor, predicted) -> dict:
 
 def score(run: Path, shards: Path) -> dict:
     """Accuracy, macro-F1 and balanced accuracy of a run's best.pt on the shards' test split; and
-    under `test_time`, the same with each of `TEST_TIME`'s options."""
+    under `test_time`, the same with each of `TEST_TIME`'s options (or why it was not scored),
+    with the seconds they took in `test_time_s`."""
     from trainer.inference import load_predictor, predict_shards
 
     def scored(tta: str = "", adapt: bool = False) -> dict:
         predictor = load_predictor(run, "auto", tta=tta)  # a fresh one: adapting changes its statistics
         return figures(predictor, predict_shards(predictor, shards, "test", workers=1, adapt=adapt))
 
+    plain, start = scored(), time.perf_counter()
     options = {}
     for name, option in TEST_TIME.items():
         try:
             options[name] = scored(**option)
-        except UsageError:  # an option this split cannot take (--adapt-bn on too few clips): not scored
-            pass
-    return {**scored(), "test_time": options}
+        except UsageError as exc:  # an option this run cannot take (--adapt-bn on too few clips)
+            options[name] = {"skipped": one_line(exc)}
+    return {**plain, "test_time": options, "test_time_s": round(time.perf_counter() - start, 1)}
 
 
 def commit() -> str:
@@ -367,7 +369,8 @@ def run_suite(opts: Options, say: Callable[[str], None] = print) -> list[dict]:
                           "fold": names[fold], "seed": seed,
                           "scored_groups": len(scored), "scored": scored[:6], **result, "epochs": int(len(metrics)),
                           "preprocess_s": round(prep, 1), "train_s": round(train_s, 1),
-                          "wall_s": round(time.perf_counter() - start, 1), "commit": code,
+                          # as before test-time options were scored too
+                          "wall_s": round(time.perf_counter() - start - result["test_time_s"], 1), "commit": code,
                           "date": time.strftime("%Y-%m-%d %H:%M")}
                 append_record(opts.results, record)
                 if not opts.keep_runs:
@@ -430,7 +433,7 @@ def test_time_lines(frame: pd.DataFrame) -> list[str]:
     frame = frame[frame["test_time"].apply(lambda value: isinstance(value, dict))]
     lines = []
     for name in TEST_TIME:
-        rows = frame[frame["test_time"].apply(lambda value: name in value)]
+        rows = frame[frame["test_time"].apply(lambda value: "macro_f1" in value.get(name, {}))]
         if rows.empty:
             continue
         option = rows["test_time"].apply(lambda value: value[name]["macro_f1"])

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from trainer.loss import cross_entropy
 
-# --class-weights balanced on 120 / 3 / 3 clips (trainer.setup.class_weights: inverse counts, mean 1)
+# --class-weights balanced on 120 / 3 / 3 clips (trainer.learner.class_weights: inverse counts, mean 1)
 WEIGHTS_40_TO_1 = torch.tensor([120.0, 3.0, 3.0]).reciprocal()
 WEIGHTS_40_TO_1 = WEIGHTS_40_TO_1 / WEIGHTS_40_TO_1.mean()
 
