@@ -219,7 +219,8 @@ def predict_shards(p: Predictor, folder: Path, split: str, on_bad_shard: str = "
     `adapt`: first re-estimate the model's BatchNorm statistics on the split (`Predictor.adapt`).
     `manifest`: the folder's, when the caller has read it already.
     """
-    manifest = manifest or Manifest.read(folder)
+    if manifest is None:
+        manifest = Manifest.read(folder)
     if manifest.audio != p.audio:
         raise UsageError(f"{folder} was made with another audio config than the model's; "
                          "preprocess with the model's config or predict from raw audio")

@@ -26,7 +26,6 @@ from shared.errors import UsageError, one_line
 from shared.location import is_remote
 from shared.manifest import MANIFEST, Manifest
 from shared.rejections import reason_counts, rejections_csv
-from shared.sources import Rejection
 from shared.targets import check_output_file, check_output_folder
 from trainer.inference import Predicted, Predictor, by_file, list_inputs, load_predictor, predict_files, predict_shards
 from trainer.options import PredictOptions
@@ -111,17 +110,17 @@ def windows_path(out: Path) -> Path:
     return out.with_name(out.stem + ".windows.csv")
 
 
-def lost_phrase(rejected: list[Rejection], clips: int, verb: str) -> str:
+def lost_phrase(predicted: Predicted, verb: str) -> str:
     """'2 inputs <verb> (1 undecodable, 1 missing_file)', or with damaged shards, counted in clips:
     '250 clips <verb> (250 in 1 damaged shard)'."""
-    shards = [row for row in rejected if row.stage == "shard"]
-    files = [row for row in rejected if row.stage != "shard"]
+    shards = [row for row in predicted.rejected if row.stage == "shard"]
+    files = [row for row in predicted.rejected if row.stage != "shard"]
     if not shards:
         return f"{counted(len(files), 'input')} {verb} ({reason_counts(files)})"
-    parts = [f"{clips - len(files)} in {counted(len(shards), 'damaged shard')}"]
+    parts = [f"{predicted.shard_samples} in {counted(len(shards), 'damaged shard')}"]
     if files:
         parts.append(f"{counted(len(files), 'input')}: {reason_counts(files)}")
-    return f"{counted(clips, 'clip')} {verb} ({'; '.join(parts)})"
+    return f"{counted(predicted.lost, 'clip')} {verb} ({'; '.join(parts)})"
 
 
 def run_evaluate(run: Path, source: str | Path, opts: PredictOptions) -> dict:
@@ -153,7 +152,7 @@ def run_predict(run: Path, source: str | Path, out: Path, opts: PredictOptions) 
         write_bytes(errors, rejections_csv(predicted.rejected, sort=True))
     else:
         errors.unlink(missing_ok=True)
-    left_out = lost_phrase(predicted.rejected, predicted.lost, "left out")
+    left_out = lost_phrase(predicted, "left out")
     print(plain(f"wrote {out}: {counted(len(predicted.paths), 'prediction')}"
                 + (f" (BatchNorm adapted to {predictor.adapted} clips)" if predictor.adapted else "")
                 + (f"; {left_out}, see {errors}" if predicted.rejected else "")))

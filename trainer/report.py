@@ -87,10 +87,9 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     segmented recordings, their own accuracy goes beside the per-file figures. `adapted`: the
     clips the model's BatchNorm statistics were re-estimated on (--adapt-bn), 0 for none."""
     known = [i for i, t in enumerate(predicted.truth) if t is not None]
-    lost = predicted.lost  # a damaged shard counts its samples
     if not predicted.paths and predicted.rejected:
         raise DataError(f"nothing in {source} could be evaluated: "
-                        f"{lost_phrase(predicted.rejected, lost, 'failed')}; "
+                        f"{lost_phrase(predicted, 'failed')}; "
                         f"first: {predicted.rejected[0].path}: {predicted.rejected[0].reason}")
     if not predicted.paths:
         raise UsageError(f"{source} has no sample to evaluate; choose another split with --split, or another input")
@@ -137,7 +136,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     # Inputs that could not be scored (undecodable audio, damaged shards) are counted, never dropped:
     # `not_evaluated` rows of not_evaluated.csv (a file, or a whole damaged shard), and the clips they hold.
     metrics["not_evaluated"] = len(predicted.rejected)
-    metrics["not_evaluated_clips"] = lost
+    metrics["not_evaluated_clips"] = predicted.lost  # a damaged shard counts its samples
     skipped = report / "not_evaluated.csv"
     if predicted.rejected:
         write_bytes(skipped, rejections_csv(predicted.rejected))
@@ -147,7 +146,7 @@ def evaluate(run: Path, labels: list[str], predicted: Predicted, source: str, co
     _show(metrics, table, console or Console())
     if predicted.rejected:
         (console or Console(stderr=True)).print(
-            shown(f"warning: {lost_phrase(predicted.rejected, lost, 'could not be evaluated')}; see {skipped}"),
+            shown(f"warning: {lost_phrase(predicted, 'could not be evaluated')}; see {skipped}"),
             soft_wrap=True)  # one line however long the path: never wrapped at the console's width
     return metrics
 
